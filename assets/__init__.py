@@ -1,0 +1,1 @@
+"""Thin Dagster assets: each calls `audits/` and reads or writes the DuckDB warehouse."""

@@ -1,0 +1,80 @@
+"""Great Expectations suites over the *published* tables: what downstream steps rely on.
+
+The ingest quarantines bad rows before publishing; these suites re-check the published result
+(a safety net against a bug or a hand edit), and fail the Dagster asset check that blocks the
+downstream steps.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from audits.codes import ICD10CM_PATTERN, ICD10PCS_PATTERN, POA_VALUES
+from audits.contract import AGE_MAX, AGE_MIN, SEX_VALUES
+from audits.validation import Rule, _gx, run_expectations
+
+
+def _suite(table: str) -> tuple[str, list[Rule], list[str]]:
+    e = _gx().expectations
+    if table == "claims":
+        sql = """SELECT claim_id, admit_date, discharge_date, age, sex,
+                        claim_id NOT IN (SELECT claim_id FROM claim_codes
+                                         WHERE side = 'original' AND kind = 'dx' AND position = 1) AS no_principal
+                 FROM claims"""
+        rules = [
+            Rule("unique", "claim_id", "claim_id unique", lambda: e.ExpectColumnValuesToBeUnique(column="claim_id")),
+            Rule("not_null", "claim_id", "claim_id present", lambda: e.ExpectColumnValuesToNotBeNull(column="claim_id")),
+            Rule("dates", "discharge_date", "discharge on/after admit",
+                 lambda: e.ExpectColumnPairValuesAToBeGreaterThanB(column_A="discharge_date", column_B="admit_date",
+                                                                   or_equal=True)),
+            Rule("age", "age", "age in range", lambda: e.ExpectColumnValuesToBeBetween(
+                column="age", min_value=AGE_MIN, max_value=AGE_MAX)),
+            Rule("sex", "sex", "sex domain", lambda: e.ExpectColumnValuesToBeInSet(column="sex", value_set=list(SEX_VALUES))),
+            Rule("principal", "dx1", "every claim has a principal diagnosis",
+                 lambda: e.ExpectColumnValuesToBeInSet(column="no_principal", value_set=[False])),
+        ]
+        return sql, rules, ["claim_id"]
+    if table == "reviews":
+        sql = """SELECT r.claim_id, c.claim_id IS NOT NULL AS has_claim FROM reviews r
+                 LEFT JOIN claims c USING (claim_id)"""
+        rules = [
+            Rule("unique", "claim_id", "one review per claim", lambda: e.ExpectColumnValuesToBeUnique(column="claim_id")),
+            Rule("has_claim", "claim_id", "every review has its claim",
+                 lambda: e.ExpectColumnValuesToBeInSet(column="has_claim", value_set=[True])),
+        ]
+        return sql, rules, ["claim_id"]
+    sql = """SELECT kind, code, poa, count(*) AS rows_,
+                    CASE WHEN kind = 'dx' THEN code END AS dx_code, CASE WHEN kind = 'px' THEN code END AS px_code
+             FROM claim_codes GROUP BY ALL"""
+    rules = [
+        Rule("dx_shape", "code", "dx codes normalised ICD-10-CM", lambda: e.ExpectColumnValuesToMatchRegex(
+            column="dx_code", regex=ICD10CM_PATTERN)),
+        Rule("px_shape", "code", "px codes normalised ICD-10-PCS", lambda: e.ExpectColumnValuesToMatchRegex(
+            column="px_code", regex=ICD10PCS_PATTERN)),
+        Rule("poa", "poa", "POA domain", lambda: e.ExpectColumnValuesToBeInSet(column="poa", value_set=list(POA_VALUES))),
+        Rule("side", "kind", "kind domain", lambda: e.ExpectColumnValuesToBeInSet(column="kind", value_set=["dx", "px"])),
+    ]
+    return sql, rules, ["kind", "code"]
+
+
+def published_checks(con: duckdb.DuckDBPyConnection, table: str) -> dict:
+    """Run the suite of `table`; {'passed': bool, 'metadata': {rule: failing rows}}."""
+    sql, rules, keys = _suite(table)
+    exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                         [table]).fetchall()[0][0]
+    if not exists:
+        return {"passed": False, "metadata": {"error": f"table {table} does not exist"}}
+    frame = con.execute(sql).df()
+    failures = run_expectations(f"published_{table}", frame, rules, keys)
+    by_rule = failures.groupby("rule").size().to_dict() if len(failures) else {}
+    extra: dict[str, int] = {}
+    if table == "claim_codes":
+        dup = con.execute("""SELECT count(*) FROM (SELECT claim_id, side, kind, position FROM claim_codes
+                             GROUP BY ALL HAVING count(*) > 1)""").fetchall()[0][0]
+        orphan = con.execute("""SELECT count(*) FROM claim_codes WHERE side = 'audited'
+                                AND claim_id NOT IN (SELECT claim_id FROM reviews)""").fetchall()[0][0]
+        extra = {"duplicate_positions": int(dup), "audited_codes_without_review": int(orphan)}
+    metadata = {"rows_checked": int(len(frame)),
+                **{f"failed_{k}": int(v) for k, v in by_rule.items()}, **extra}
+    return {"passed": not by_rule and not any(extra.values()), "metadata": metadata}
+

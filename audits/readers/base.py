@@ -1,0 +1,134 @@
+"""Reading raw files into DuckDB and choosing the reader for each layout."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from audits.errors import InputError
+
+
+@dataclass
+class InputFiles:
+    """The files of one load. `claims`/`reviews` are wide files or, in the long layout, header
+    files beside `*_diagnoses` / `*_procedures` files."""
+
+    claims: list[Path]
+    reviews: list[Path] = field(default_factory=list)
+    claim_diagnoses: list[Path] = field(default_factory=list)
+    claim_procedures: list[Path] = field(default_factory=list)
+    review_diagnoses: list[Path] = field(default_factory=list)
+    review_procedures: list[Path] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {k: [str(p) for p in v] for k, v in self.__dict__.items() if v}
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+_LINE_RE = re.compile(r"line[: ]+(\d+)", re.IGNORECASE)
+
+
+def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> list[str]:
+    """Load one CSV or Parquet file into TEMP table `table`, every column as text.
+
+    Column names are lower-cased and trimmed; `_source_row` is the 1-based data row (the header
+    is row 0), `_source_file` the path as given. Returns the column names.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file not found", file=path)
+    if path.stat().st_size == 0:
+        raise InputError("file is empty (no header row)", file=path)
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        source = f"read_parquet({_sql_str(str(path))})"
+    elif suffix in (".csv", ".txt"):
+        source = _csv_source(con, path)
+    else:
+        raise InputError(f"unsupported file type {suffix!r}: use .csv or .parquet", file=path)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_src AS SELECT * FROM {source}")
+    except duckdb.Error as exc:
+        raise _input_error_from_duckdb(exc, path) from None
+    described = con.execute(f"DESCRIBE {table}_src").fetchall()
+    names = [row[0] for row in described]
+    lowered = [n.strip().lower() for n in names]
+    dupes = sorted({n for n in lowered if lowered.count(n) > 1})
+    if dupes:
+        raise InputError(f"duplicated header column {dupes[0]!r}", file=path, row=0, column=dupes[0])
+    select = ", ".join(
+        f"nullif(trim(CAST({_quote_ident(orig)} AS VARCHAR)), '') AS {_quote_ident(low)}"
+        for orig, low in zip(names, lowered)
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {_sql_str(str(path))} AS _source_file, "
+        f"rowid + 1 AS _source_row, {select} FROM {table}_src"
+    )
+    con.execute(f"DROP TABLE {table}_src")
+    return lowered
+
+
+def _csv_source(con: duckdb.DuckDBPyConnection, path: Path) -> str:
+    """A strict comma-separated read: every column text, the header taken as it is."""
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:]
+    try:
+        first_line = head.splitlines()[0].decode("utf-8") if head.strip() else ""
+    except UnicodeDecodeError:
+        raise InputError("header row is not UTF-8 text; save the file as UTF-8 CSV", file=path,
+                         row=0) from None
+    if not first_line.strip():
+        raise InputError("file has no header row", file=path, row=0)
+    return (f"read_csv({_sql_str(str(path))}, header=true, all_varchar=true, delim=',', "
+            "quote='\"', escape='\"', strict_mode=true, encoding='utf-8', null_padding=false, "
+            "max_line_size=10000000)")
+
+
+def _input_error_from_duckdb(exc: duckdb.Error, path: Path) -> InputError:
+    text = str(exc)
+    match = _LINE_RE.search(text)
+    row = int(match.group(1)) - 1 if match else None
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if "unicode" in text.lower() or "utf" in text.lower():
+        first = "the file is not valid UTF-8 text; save it as UTF-8 CSV (" + first + ")"
+    return InputError(f"cannot read file: {first}", file=path, row=row)
+
+
+def require_columns(columns: list[str], required: tuple[str, ...], path: Path, hint: str = "") -> None:
+    for name in required:
+        if name not in columns:
+            extra = ""
+            if len(columns) <= 3 and any(sep in c for c in columns for sep in ";|\t"):
+                extra = " (the header looks like one column: is the file comma-separated?)"
+            raise InputError(f"missing required column {name!r}{extra}{hint}", file=path, row=0,
+                             column=name)
+
+
+def stage_inputs(con: duckdb.DuckDBPyConnection, files: InputFiles) -> dict[str, str]:
+    """Read every input file into the staging tables; returns {entity: layout}."""
+    from audits.readers import long, wide
+
+    layouts: dict[str, str] = {}
+    for entity, headers, dx_files, px_files in (
+        ("claims", files.claims, files.claim_diagnoses, files.claim_procedures),
+        ("reviews", files.reviews, files.review_diagnoses, files.review_procedures),
+    ):
+        if dx_files or px_files:
+            long.stage(con, entity, headers, dx_files, px_files)
+            layouts[entity] = "long"
+        else:
+            wide.stage(con, entity, headers)
+            layouts[entity] = "wide"
+    return layouts

@@ -1,0 +1,40 @@
+"""The long layout: a header file (no code columns) beside `*_diagnoses(claim_id, position, code, poa)`
+and `*_procedures(claim_id, position, code)` files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from audits.readers.base import read_raw, require_columns
+from audits.readers.wide import _create_empty, header_columns, stage_header
+
+
+def stage(con: duckdb.DuckDBPyConnection, entity: str, headers: list[Path], dx_files: list[Path],
+          px_files: list[Path]) -> None:
+    _, required = header_columns(entity)
+    con.execute(f"DROP TABLE IF EXISTS stg_{entity}")
+    con.execute(f"DROP TABLE IF EXISTS stg_{entity}_codes")
+    _create_empty(con, entity)
+    for i, path in enumerate(headers):
+        raw = f"raw_{entity}_h{i}"
+        columns = read_raw(con, path, raw)
+        require_columns(columns, required, path)
+        con.execute(f"INSERT INTO stg_{entity} BY NAME {stage_header(con, entity, raw, columns)}")
+        con.execute(f"DROP TABLE {raw}")
+    for kind, files in (("dx", dx_files), ("px", px_files)):
+        for i, path in enumerate(files):
+            raw = f"raw_{entity}_{kind}{i}"
+            columns = read_raw(con, path, raw)
+            require_columns(columns, ("claim_id", "position", "code"), path)
+            poa = "poa" if (kind == "dx" and "poa" in columns) else "CAST(NULL AS VARCHAR)"
+            # An unparseable position is kept as NULL here; validation quarantines it.
+            con.execute(f"""
+                INSERT INTO stg_{entity}_codes BY NAME
+                SELECT claim_id, '{kind}' AS kind, TRY_CAST(position AS INTEGER) AS position,
+                       code AS code_raw, {poa} AS poa_raw, _source_file, _source_row,
+                       CASE WHEN TRY_CAST(position AS INTEGER) IS NULL THEN 'position' ELSE 'code' END
+                           AS _source_column
+                FROM {raw}""")
+            con.execute(f"DROP TABLE {raw}")

@@ -1,0 +1,40 @@
+"""summary.json: the headline figures of one audit period, machine-readable.
+
+Each capability contributes its figures through a function here; counts are for the audit period
+of the run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import duckdb
+
+
+def ingest_summary(con: duckdb.DuckDBPyConnection, audit_period: str) -> dict:
+    p = {"p": audit_period}
+    one = lambda sql: int(con.execute(sql, p).fetchall()[0][0])  # noqa: E731
+    last_load = con.execute("SELECT load_id, loaded_at, inputs FROM loads WHERE audit_period = $p "
+                            "ORDER BY loaded_at DESC LIMIT 1", p).fetchall()
+    return {
+        "audit_period": audit_period,
+        "claims": one("SELECT count(*) FROM claims WHERE audit_period = $p"),
+        "reviews": one("SELECT count(*) FROM reviews WHERE audit_period = $p"),
+        "audited_claims": one("SELECT count(*) FROM reviews r JOIN claims c USING (claim_id) "
+                              "WHERE r.audit_period = $p"),
+        "rejected_rows": one("SELECT count(*) FROM rejected_rows WHERE audit_period = $p"),
+        "load_id": last_load[0][0] if last_load else None,
+        "inputs": json.loads(last_load[0][2]) if last_load and last_load[0][2] else {},
+    }
+
+
+def write_summary(path: Path, figures: dict) -> Path:
+    """Write atomically (temp file + rename), so a reader never sees half a summary."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figures = {**figures, "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(figures, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

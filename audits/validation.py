@@ -1,0 +1,353 @@
+"""Row-level validation of a staged load with Great Expectations (GX Core 1.x).
+
+Every rule is a GX expectation run on a pandas batch of the staging tables; rows GX reports as
+unexpected go to quarantine with the rule as the reason, the rest load. Codes are checked once
+per distinct (kind, code, MS-DRG version) and the verdicts joined back set-based.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+import duckdb
+import pandas as pd
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+from audits.codes import (ICD10CM_PATTERN, ICD10PCS_PATTERN, POA_VALUES, drg_version_sql,  # noqa: E402
+                          normalise_code_sql, normalise_poa_sql)
+from audits.code_validity import code_validity  # noqa: E402
+from audits.contract import (AGE_MAX, AGE_MIN, DISCHARGE_STATUS_VALUES, MAX_POSITIONS,  # noqa: E402
+                             SEX_VALUES)
+
+REJECTION_COLUMNS = ["entity", "source_file", "row", "claim_id", "column", "rule", "value", "reason"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One validation rule: the GX expectation, the input column it is reported against, and
+    the plain-words reason written to `rejected_rows`."""
+
+    rule: str
+    column: str
+    reason: str
+    expectation: Callable[[], object]
+
+
+def _gx():
+    import great_expectations as gx
+    return gx
+
+
+def parse_date_sql(column: str) -> str:
+    """Dates as ISO 2026-01-31, US 01/31/2026 or compact 20260131 (documented in the README)."""
+    return (f"coalesce(TRY_CAST({column} AS DATE), CAST(try_strptime({column}, '%m/%d/%Y') AS DATE), "
+            f"CAST(try_strptime({column}, '%Y%m%d') AS DATE))")
+
+
+def discharge_status_sql(column: str) -> str:
+    return f"CASE WHEN regexp_full_match({column}, '[0-9]') THEN '0' || {column} ELSE {column} END"
+
+
+def drg_sql(column: str) -> str:
+    return (f"CASE WHEN regexp_full_match({column}, '[0-9]{{1,3}}') THEN lpad({column}, 3, '0') "
+            f"ELSE {column} END")
+
+
+def run_expectations(suite_name: str, frame: pd.DataFrame, rules: list[Rule],
+                     key_columns: list[str]) -> pd.DataFrame:
+    """Run `rules` with GX on `frame`; return one row per (unexpected row, rule): key columns,
+    rule, column, reason. Also returns nothing silently: a GX failure to evaluate raises."""
+    if frame.empty or not rules:
+        return pd.DataFrame(columns=key_columns + ["rule", "column", "reason"])
+    gx = _gx()
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    name = f"{suite_name}_{uuid.uuid4().hex[:8]}"
+    batch_definition = (context.data_sources.add_pandas(name)
+                        .add_dataframe_asset(name=name)
+                        .add_batch_definition_whole_dataframe(name))
+    suite = context.suites.add(gx.ExpectationSuite(name=name))
+    by_id = {}
+    for rule in rules:
+        expectation = suite.add_expectation(rule.expectation())
+        by_id[expectation.id] = rule
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=name, data=batch_definition, suite=suite))
+    result = definition.run(
+        batch_parameters={"dataframe": frame},
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": key_columns,
+                       "return_unexpected_index_query": False})
+    failures = []
+    for outcome in result.results:
+        rule = by_id[outcome.expectation_config.id]
+        if outcome.exception_info and outcome.exception_info.get("raised_exception"):
+            raise RuntimeError(f"validation rule {rule.rule} could not run: "
+                               f"{outcome.exception_info.get('exception_message')}")
+        if outcome.success:
+            continue
+        index = outcome.result.get("unexpected_index_list") or []
+        if not index:
+            continue
+        found = pd.DataFrame(index)[key_columns]
+        found["rule"], found["column"], found["reason"] = rule.rule, rule.column, rule.reason
+        failures.append(found)
+    if not failures:
+        return pd.DataFrame(columns=key_columns + ["rule", "column", "reason"])
+    return pd.concat(failures, ignore_index=True)
+
+
+def _header_rules(entity: str) -> list[Rule]:
+    e = _gx().expectations
+    rules = []
+    required = (["claim_id", "facility_id", "admit_date", "discharge_date", "discharge_status", "age",
+                 "sex", "coder_id"] if entity == "claims" else ["claim_id", "reviewer_id", "review_date"])
+    for column in required:
+        rules.append(Rule("required_value_missing", column, f"{column} is required and is blank",
+                          lambda c=column: e.ExpectColumnValuesToNotBeNull(column=c)))
+    rules.append(Rule("principal_dx_missing", "dx1", "dx1 (principal diagnosis) is required and is blank",
+                      lambda: e.ExpectColumnValuesToBeInSet(column="has_principal_dx", value_set=[True])))
+    if entity == "claims":
+        rules += [
+            Rule("duplicate_claim_id", "claim_id", "claim_id appears more than once in this load",
+                 lambda: e.ExpectColumnValuesToBeUnique(column="claim_id")),
+            Rule("invalid_date", "admit_date", "admit_date is not a date (use YYYY-MM-DD)",
+                 lambda: e.ExpectColumnValuesToBeInSet(column="admit_date_ok", value_set=[True])),
+            Rule("invalid_date", "discharge_date", "discharge_date is not a date (use YYYY-MM-DD)",
+                 lambda: e.ExpectColumnValuesToBeInSet(column="discharge_date_ok", value_set=[True])),
+            Rule("discharge_before_admit", "discharge_date", "discharge_date is before admit_date",
+                 lambda: e.ExpectColumnPairValuesAToBeGreaterThanB(
+                     column_A="discharge_date_t", column_B="admit_date_t", or_equal=True,
+                     ignore_row_if="either_value_is_missing")),
+            Rule("invalid_age", "age", f"age is not a whole number of years",
+                 lambda: e.ExpectColumnValuesToBeInSet(column="age_ok", value_set=[True])),
+            Rule("age_out_of_range", "age", f"age is outside {AGE_MIN}-{AGE_MAX}",
+                 lambda: e.ExpectColumnValuesToBeBetween(column="age_t", min_value=AGE_MIN,
+                                                         max_value=AGE_MAX)),
+            Rule("invalid_sex", "sex", "sex must be M, F or U",
+                 lambda: e.ExpectColumnValuesToBeInSet(column="sex_n", value_set=list(SEX_VALUES))),
+            Rule("invalid_discharge_status", "discharge_status",
+                 "discharge_status is not a UB-04 patient status code",
+                 lambda: e.ExpectColumnValuesToBeInSet(column="discharge_status_n",
+                                                       value_set=list(DISCHARGE_STATUS_VALUES))),
+            Rule("invalid_billed_drg", "billed_drg", "billed_drg is not a 3-digit MS-DRG",
+                 lambda: e.ExpectColumnValuesToMatchRegex(column="billed_drg_n", regex=r"^[0-9]{3}$")),
+        ]
+    else:
+        rules += [
+            Rule("duplicate_review", "claim_id",
+                 "more than one review for this claim in this load (conflicting or repeated)",
+                 lambda: e.ExpectColumnValuesToBeUnique(column="claim_id")),
+            Rule("invalid_date", "review_date", "review_date is not a date (use YYYY-MM-DD)",
+                 lambda: e.ExpectColumnValuesToBeInSet(column="review_date_ok", value_set=[True])),
+            Rule("invalid_discharge_status", "discharge_status",
+                 "discharge_status is not a UB-04 patient status code",
+                 lambda: e.ExpectColumnValuesToBeInSet(column="discharge_status_n",
+                                                       value_set=list(DISCHARGE_STATUS_VALUES))),
+            Rule("review_without_claim", "claim_id", "no claim with this claim_id was loaded",
+                 lambda: e.ExpectColumnValuesToBeInSet(column="claim_known", value_set=[True])),
+            Rule("claim_rejected", "claim_id", "the claim of this review was rejected in this load",
+                 lambda: e.ExpectColumnValuesToBeInSet(column="claim_rejected", value_set=[False])),
+        ]
+    return rules
+
+
+def _code_rules() -> list[Rule]:
+    e = _gx().expectations
+    return [
+        Rule("invalid_code_format", "code", "not shaped like an ICD-10-CM diagnosis code",
+             lambda: e.ExpectColumnValuesToMatchRegex(column="dx_code", regex=ICD10CM_PATTERN)),
+        Rule("invalid_code_format", "code", "not shaped like an ICD-10-PCS procedure code",
+             lambda: e.ExpectColumnValuesToMatchRegex(column="px_code", regex=ICD10PCS_PATTERN)),
+        Rule("code_not_valid_for_discharge_date", "code",
+             "not a valid code on the discharge date (CMS Medicare Code Editor)",
+             lambda: e.ExpectColumnValuesToBeInSet(column="valid_for_date", value_set=[True])),
+    ]
+
+
+def _position_rules() -> list[Rule]:
+    e = _gx().expectations
+    return [
+        Rule("invalid_position", "position", f"position must be a whole number 1-{MAX_POSITIONS}",
+             lambda: e.ExpectColumnValuesToBeBetween(column="position_t", min_value=1,
+                                                     max_value=MAX_POSITIONS)),
+        Rule("invalid_position", "position", "position is missing or not a number",
+             lambda: e.ExpectColumnValuesToNotBeNull(column="position_t")),
+        Rule("duplicate_position", "position", "two codes at the same position of one claim",
+             lambda: e.ExpectCompoundColumnsToBeUnique(column_list=["claim_id", "kind", "position_t"])),
+        Rule("invalid_poa", "poa", "POA must be Y, N, U, W, 1 or blank",
+             lambda: e.ExpectColumnValuesToBeInSet(column="poa", value_set=list(POA_VALUES))),
+        Rule("code_without_claim", "claim_id", "code row for a claim_id not in the header file",
+             lambda: e.ExpectColumnValuesToBeInSet(column="has_header", value_set=[True])),
+    ]
+
+
+def validate_load(con: duckdb.DuckDBPyConnection, published_claims: str | None = "claims") -> pd.DataFrame:
+    """Validate the staged load; create TEMP tables `ok_claims`, `ok_reviews`, `ok_codes` (typed,
+    normalised, accepted) and return the rejections (one row per failed rule and row)."""
+    rejections = [_validate_entity(con, "claims", published_claims)]
+    rejections.append(_validate_entity(con, "reviews", published_claims))
+    return pd.concat(rejections, ignore_index=True)[REJECTION_COLUMNS]
+
+
+def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_claims: str | None) -> pd.DataFrame:
+    codes_tbl = f"stg_{entity}_codes"
+    # Codes: normalise, attach the discharge date that decides their validity.
+    if entity == "claims":
+        date_source = f"(SELECT claim_id, {parse_date_sql('discharge_date')} AS discharge_date FROM stg_claims)"
+    else:
+        published = (f"UNION ALL SELECT claim_id, discharge_date FROM {published_claims}"
+                     if published_claims else "")
+        date_source = (f"(SELECT claim_id, discharge_date FROM ok_claims {published})")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE v_{entity}_codes AS
+        SELECT c.*, {normalise_code_sql('c.code_raw')} AS code, {normalise_poa_sql('c.poa_raw')} AS poa,
+               c.position AS position_t, d.discharge_date,
+               {drg_version_sql('d.discharge_date')} AS drg_version,
+               h.claim_id IS NOT NULL AS has_header
+        FROM {codes_tbl} c
+        LEFT JOIN (SELECT DISTINCT ON (claim_id) claim_id, discharge_date FROM {date_source}) d USING (claim_id)
+        LEFT JOIN (SELECT DISTINCT claim_id FROM stg_{entity}) h USING (claim_id)
+        WHERE {normalise_code_sql('c.code_raw')} IS NOT NULL OR c.position IS NULL""")
+    code_failures = _validate_codes(con, entity)
+    position_frame = con.execute(f"""
+        SELECT _source_file, _source_row, claim_id, kind, position_t, poa, has_header
+        FROM v_{entity}_codes""").df()
+    layout_long = bool(con.execute(
+        f"SELECT count(*) FROM {codes_tbl} WHERE _source_column IN ('code', 'position')").fetchall()[0][0])
+    rules = _position_rules()
+    if not layout_long:
+        rules = [r for r in rules if r.rule in ("invalid_poa",)]
+    position_failures = run_expectations(f"{entity}_code_rows", position_frame, rules,
+                                         ["_source_file", "_source_row", "claim_id", "kind", "position_t"])
+    if not position_failures.empty:
+        position_failures = position_failures.rename(columns={"position_t": "position"})
+        raw = con.execute(f"SELECT _source_file, _source_row, kind, position, poa_raw, code_raw, "
+                          f"_source_column FROM v_{entity}_codes").df()
+        raw["position"] = raw["position"].astype("Int64")
+        position_failures["position"] = position_failures["position"].astype("Int64")
+        position_failures = position_failures.merge(
+            raw, on=["_source_file", "_source_row", "kind", "position"], how="left", suffixes=("", "_r"))
+        position_failures = position_failures.drop_duplicates(
+            subset=["_source_file", "_source_row", "kind", "position", "rule", "reason"])
+        is_poa = position_failures["rule"] == "invalid_poa"
+        position_failures["value"] = position_failures["code_raw"].where(~is_poa, position_failures["poa_raw"])
+        wide_col = position_failures["kind"].str.replace("dx", "poa") + position_failures["position"].astype("string")
+        position_failures["column"] = position_failures["column"].where(
+            ~(is_poa & ~layout_long), wide_col)
+        position_failures = position_failures[["_source_file", "_source_row", "claim_id", "column", "rule",
+                                               "value", "reason"]]
+    code_level = pd.concat([code_failures, position_failures], ignore_index=True)
+
+    # Header rows.
+    if entity == "claims":
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE v_claims AS
+            SELECT s.*, {parse_date_sql('admit_date')} AS admit_date_t,
+                   {parse_date_sql('discharge_date')} AS discharge_date_t,
+                   admit_date IS NULL OR {parse_date_sql('admit_date')} IS NOT NULL AS admit_date_ok,
+                   discharge_date IS NULL OR {parse_date_sql('discharge_date')} IS NOT NULL AS discharge_date_ok,
+                   TRY_CAST(age AS INTEGER) AS age_t,
+                   age IS NULL OR TRY_CAST(age AS INTEGER) IS NOT NULL AS age_ok,
+                   upper(sex) AS sex_n, {discharge_status_sql('discharge_status')} AS discharge_status_n,
+                   {drg_sql('billed_drg')} AS billed_drg_n,
+                   s.claim_id IS NULL OR p.claim_id IS NOT NULL AS has_principal_dx
+            FROM stg_claims s
+            LEFT JOIN (SELECT DISTINCT claim_id FROM v_claims_codes WHERE kind = 'dx' AND position_t = 1) p
+                USING (claim_id)""")
+        frame = con.execute("""SELECT _source_file, _source_row, claim_id, facility_id, admit_date,
+            discharge_date, discharge_status, age, sex, coder_id, admit_date_t, discharge_date_t,
+            admit_date_ok, discharge_date_ok, age_t, age_ok, sex_n, discharge_status_n, billed_drg_n,
+            has_principal_dx FROM v_claims""").df()
+    else:
+        known = "SELECT claim_id FROM ok_claims"
+        if published_claims:
+            known += f" UNION SELECT claim_id FROM {published_claims}"
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE v_reviews AS
+            SELECT s.*, {parse_date_sql('review_date')} AS review_date_t,
+                   review_date IS NULL OR {parse_date_sql('review_date')} IS NOT NULL AS review_date_ok,
+                   {discharge_status_sql('discharge_status')} AS discharge_status_n,
+                   {drg_sql('reviewer_drg')} AS reviewer_drg_n,
+                   s.claim_id IS NULL OR s.claim_id IN ({known}) OR s.claim_id IN (SELECT claim_id FROM v_claims)
+                       AS claim_known,
+                   s.claim_id IN (SELECT claim_id FROM v_claims) AND s.claim_id NOT IN (SELECT claim_id FROM ok_claims)
+                       AND s.claim_id NOT IN (SELECT claim_id FROM {published_claims or 'ok_claims'}) AS claim_rejected,
+                   s.claim_id IS NULL OR p.claim_id IS NOT NULL AS has_principal_dx
+            FROM stg_reviews s
+            LEFT JOIN (SELECT DISTINCT claim_id FROM v_reviews_codes WHERE kind = 'dx' AND position_t = 1) p
+                USING (claim_id)""")
+        frame = con.execute("""SELECT _source_file, _source_row, claim_id, reviewer_id, review_date,
+            review_date_ok, discharge_status_n, claim_known, claim_rejected, has_principal_dx
+            FROM v_reviews""").df()
+    header_failures = run_expectations(f"{entity}_rows", frame, _header_rules(entity),
+                                       ["_source_file", "_source_row"])
+    if not header_failures.empty:
+        raw = con.execute(f"SELECT * FROM stg_{entity}").df().set_index(["_source_file", "_source_row"])
+        keys = list(zip(header_failures["_source_file"], header_failures["_source_row"]))
+        header_failures["claim_id"] = raw["claim_id"].reindex(keys).to_numpy()
+        values = []
+        for key, column in zip(keys, header_failures["column"]):
+            values.append(raw.at[key, column] if column in raw.columns else None)
+        header_failures["value"] = values
+        header_failures = header_failures[["_source_file", "_source_row", "claim_id", "column", "rule",
+                                           "value", "reason"]]
+
+    failures = pd.concat([header_failures, code_level], ignore_index=True)
+    failures.insert(0, "entity", entity)
+    failures = failures.rename(columns={"_source_file": "source_file", "_source_row": "row"})
+    con.register("failed_now", failures[["claim_id"]].dropna().drop_duplicates())
+    rejected_ids = "SELECT claim_id FROM failed_now"
+    if entity == "claims":
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE ok_claims AS
+            SELECT claim_id, facility_id, patient_id, admit_date_t AS admit_date,
+                   discharge_date_t AS discharge_date, discharge_status_n AS discharge_status,
+                   age_t AS age, sex_n AS sex, payer, coder_id, service_line, billed_drg_n AS billed_drg,
+                   {drg_version_sql('discharge_date_t')} AS drg_version,
+                   _source_file AS source_file, _source_row AS source_row, extra_columns
+            FROM v_claims WHERE claim_id IS NOT NULL AND claim_id NOT IN ({rejected_ids})""")
+    else:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE ok_reviews AS
+            SELECT claim_id, reviewer_id, review_date_t AS review_date, discharge_status_n AS discharge_status,
+                   reviewer_drg_n AS reviewer_drg, notes,
+                   _source_file AS source_file, _source_row AS source_row, extra_columns
+            FROM v_reviews WHERE claim_id IS NOT NULL AND claim_id NOT IN ({rejected_ids})""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE ok_{entity}_codes AS
+        SELECT DISTINCT ON (claim_id, kind, position_t) claim_id, kind, position_t AS position, code,
+               CASE WHEN kind = 'dx' THEN poa END AS poa
+        FROM v_{entity}_codes
+        WHERE claim_id IN (SELECT claim_id FROM ok_{entity}) AND code IS NOT NULL
+        ORDER BY claim_id, kind, position_t""")
+    con.unregister("failed_now")
+    return failures
+
+
+def _validate_codes(con: duckdb.DuckDBPyConnection, entity: str) -> pd.DataFrame:
+    """Shape and validity of each distinct (kind, code, version), then joined back to the rows."""
+    distinct = con.execute(f"""
+        SELECT kind, code, drg_version, min(discharge_date) AS discharge_date
+        FROM v_{entity}_codes WHERE code IS NOT NULL
+        GROUP BY ALL""").df()
+    distinct["dx_code"] = distinct["code"].where(distinct["kind"] == "dx")
+    distinct["px_code"] = distinct["code"].where(distinct["kind"] == "px")
+    distinct["valid_for_date"] = code_validity(distinct)
+    failed = run_expectations(f"{entity}_codes", distinct, _code_rules(), ["kind", "code", "drg_version"])
+    if failed.empty:
+        return pd.DataFrame(columns=["_source_file", "_source_row", "claim_id", "column", "rule", "value", "reason"])
+    con.register("failed_codes", failed)
+    rows = con.execute(f"""
+        SELECT c._source_file, c._source_row, c.claim_id, c._source_column AS "column", f.rule,
+               c.code_raw AS value, f.reason
+        FROM v_{entity}_codes c
+        JOIN failed_codes f ON f.kind = c.kind AND f.code = c.code
+             AND f.drg_version IS NOT DISTINCT FROM c.drg_version""").df()
+    con.unregister("failed_codes")
+    return rows

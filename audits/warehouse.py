@@ -1,0 +1,55 @@
+"""The DuckDB warehouse: schema of the published tables and short-lived connections.
+
+claim_id is unique in `claims` and `reviews` by construction (a load deletes what it replaces
+before inserting, in one transaction) and checked by an asset check; no PRIMARY KEY, because
+DuckDB checks keys eagerly inside a delete-then-insert transaction.
+
+One file; every writer opens it, works, and closes it (DuckDB allows one writer per file).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+SCHEMA = {
+    "loads": """
+        load_id VARCHAR, audit_period VARCHAR, loaded_at TIMESTAMP, inputs JSON,
+        claims_in BIGINT, claims_loaded BIGINT, claims_rejected BIGINT,
+        reviews_in BIGINT, reviews_loaded BIGINT, reviews_rejected BIGINT, rejected_rows BIGINT""",
+    "claims": """
+        claim_id VARCHAR, facility_id VARCHAR, patient_id VARCHAR, admit_date DATE,
+        discharge_date DATE, discharge_status VARCHAR, age INTEGER, sex VARCHAR, payer VARCHAR,
+        coder_id VARCHAR, service_line VARCHAR, billed_drg VARCHAR, drg_version INTEGER,
+        audit_period VARCHAR, load_id VARCHAR, source_file VARCHAR, source_row BIGINT, extra_columns JSON""",
+    "reviews": """
+        claim_id VARCHAR, reviewer_id VARCHAR, review_date DATE, discharge_status VARCHAR,
+        reviewer_drg VARCHAR, notes VARCHAR, audit_period VARCHAR, load_id VARCHAR,
+        source_file VARCHAR, source_row BIGINT, extra_columns JSON""",
+    "claim_codes": """
+        claim_id VARCHAR, side VARCHAR, kind VARCHAR, position INTEGER, code VARCHAR, poa VARCHAR""",
+    "rejected_rows": """
+        load_id VARCHAR, audit_period VARCHAR, source_file VARCHAR, "row" BIGINT, claim_id VARCHAR,
+        "column" VARCHAR, rule VARCHAR, value VARCHAR, reason VARCHAR""",
+}
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    for table, columns in SCHEMA.items():
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
+
+
+@contextmanager
+def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse for the duration of one step, then close it."""
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()

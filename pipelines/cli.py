@@ -1,0 +1,189 @@
+"""`coding-audit`: generate demo data, run the audit in-process, or both (`demo`).
+
+Exit codes: 0 success, 2 bad input (the message names file, row and column), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coding-audit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write a seeded demo universe of claims and an audit sample")
+    gen.add_argument("--out", required=True, type=Path, help="folder for claims, reviews and truth files")
+    _demo_size_options(gen)
+    gen.add_argument("--format", choices=("csv", "parquet"), default="csv")
+
+    run = sub.add_parser("run", help="load, validate and audit the given files")
+    run.add_argument("--claims", nargs="+", type=Path, required=True,
+                     help="claims file(s): wide CSV/Parquet, or header file(s) of the long layout")
+    run.add_argument("--reviews", nargs="+", type=Path, default=[], help="re-reviewed charts file(s)")
+    for name in ("claim-diagnoses", "claim-procedures", "review-diagnoses", "review-procedures"):
+        run.add_argument(f"--{name}", nargs="+", type=Path, default=[],
+                         help=f"long layout: {name.replace('-', ' ')} file(s)")
+    _run_options(run)
+
+    demo = sub.add_parser("demo", help="generate demo data and run the audit on it")
+    demo.add_argument("--workdir", type=Path, default=Path("demo-run"))
+    demo.add_argument("--period", help="audit period YYYY-MM (default: this month)")
+    _demo_size_options(demo, default_claims=5000, default_sample=500)
+    return parser
+
+
+def _demo_size_options(p: argparse.ArgumentParser, default_claims: int = 5000, default_sample: int = 500):
+    p.add_argument("--n-claims", type=int, default=default_claims, help="claims in the universe")
+    p.add_argument("--audit-sample", type=int, default=default_sample, help="claims re-reviewed")
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--no-planted-patterns", action="store_true",
+                   help="no deliberate over-coder or septicemia outlier")
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", type=Path, required=True, help="folder for warehouse.duckdb and summary.json")
+    p.add_argument("--period", help="audit period YYYY-MM (default: this month); re-running a period replaces it")
+    p.add_argument("--max-rejected-share", type=float, default=0.5,
+                   help="stop without loading when more than this share of rows fails validation")
+
+
+class _Progress(logging.Handler):
+    """One short line per step and per message an asset logs, instead of Dagster's debug stream."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.start = time.monotonic()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event")
+        step = meta.get("step_key") or ""
+        text = None
+        if event is not None:
+            kind = event.event_type_value
+            if kind == "STEP_START":
+                text = f"{step}: started"
+            elif kind == "STEP_SUCCESS":
+                text = f"{step}: done"
+            elif kind == "STEP_FAILURE":
+                text = f"{step}: FAILED"
+            elif kind == "ASSET_CHECK_EVALUATION":
+                data = event.event_specific_data
+                text = f"check {data.asset_key.to_user_string()}.{data.check_name}: " + (
+                    "passed" if data.passed else "FAILED")
+        elif record.levelno >= logging.INFO and step and "Not executing" not in record.getMessage():
+            text = f"{step}: {meta.get('orig_message', record.getMessage())}"
+        if text:
+            print(f"[{time.monotonic() - self.start:6.1f}s] {text}", flush=True)
+
+
+def run_audit(files, workdir: Path, period: str | None, max_rejected_share: float = 0.5) -> dict:
+    """Run the audit job in-process for one period; returns summary.json's content."""
+    import dagster as dg
+
+    from audits.errors import InputError
+    from audits.ingest import current_period
+    from pipelines.definitions import build_definitions
+
+    period = period or current_period()
+    defs = build_definitions(workdir=workdir, max_rejected_share=max_rejected_share)
+    job = defs.resolve_job_def("audit_job")
+    config = {"ops": {"ingest": {"config": {k.replace("-", "_"): [str(p) for p in v]
+                                            for k, v in files.items()}}}}
+
+    @dg.logger
+    def progress_logger(_init_context):
+        log = logging.getLogger("coding_audit_progress")
+        log.handlers = [_Progress()]
+        log.setLevel(logging.DEBUG)
+        log.propagate = False
+        return log
+
+    config["loggers"] = {"progress": {}}
+    job = job.with_logger_defs({"progress": progress_logger}) if hasattr(job, "with_logger_defs") else job
+    result = job.execute_in_process(run_config=config, partition_key=period,
+                                    instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure:
+                error = event.step_failure_data.error
+                cause = error.cause or error
+                while cause.cause is not None and cause.cls_name not in (
+                        "InputError", "TooManyRejectedError"):
+                    cause = cause.cause
+                if cause.cls_name in ("InputError", "TooManyRejectedError"):
+                    raise InputError(cause.message.split(": ", 1)[-1].strip())
+                raise RuntimeError(f"step {event.step_key} failed: {cause.cls_name}: {cause.message.strip()}")
+        failed_checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                         and not e.event_specific_data.passed]
+        if failed_checks:
+            raise RuntimeError("blocking checks failed: " + ", ".join(
+                f"{e.event_specific_data.asset_key.to_user_string()}.{e.event_specific_data.check_name}"
+                for e in failed_checks))
+        raise RuntimeError("the audit run failed")
+    return json.loads((workdir / "summary.json").read_text(encoding="utf-8"))
+
+
+def _generate(args, out: Path, fmt: str = "csv") -> dict:
+    from audits.demo import DemoConfig, generate_demo
+
+    config = DemoConfig(n_claims=args.n_claims, audit_sample=args.audit_sample, seed=args.seed,
+                        plant_patterns=not args.no_planted_patterns)
+    started = time.monotonic()
+    paths = generate_demo(out, config, fmt=fmt)
+    print(f"generated {args.n_claims:,} claims and {args.audit_sample:,} reviews in "
+          f"{time.monotonic() - started:.1f}s: " + ", ".join(str(p) for p in paths.values()))
+    return paths
+
+
+def _print_summary(summary: dict, workdir: Path) -> None:
+    print("\nSummary (" + str(workdir / "summary.json") + ")")
+    for key, value in summary.items():
+        if isinstance(value, (int, float, str)) or value is None:
+            print(f"  {key:28} {value}")
+    print(f"Warehouse: {workdir / 'warehouse.duckdb'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from audits.errors import InputError
+
+    try:
+        if args.command == "generate":
+            _generate(args, args.out, args.format)
+            return EXIT_OK
+        if args.command == "demo":
+            paths = _generate(args, args.workdir / "input")
+            files = {"claims": [paths["claims"]], "reviews": [paths["reviews"]]}
+            summary = run_audit(files, args.workdir, args.period)
+        else:
+            files = {"claims": args.claims, "reviews": args.reviews,
+                     "claim-diagnoses": args.claim_diagnoses, "claim-procedures": args.claim_procedures,
+                     "review-diagnoses": args.review_diagnoses, "review-procedures": args.review_procedures}
+            summary = run_audit(files, args.workdir, args.period, args.max_rejected_share)
+        _print_summary(summary, args.workdir)
+        return EXIT_OK
+    except InputError as exc:
+        print(f"coding-audit: bad input: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as exc:  # noqa: BLE001 - the CLI's last line of defence: say it, exit 1
+        print(f"coding-audit: internal error: {exc}", file=sys.stderr)
+        if os.environ.get("CODING_AUDIT_DEBUG"):
+            raise
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Dagster `Definitions` of coding-audit: what `dagster dev` loads (module `pipelines.definitions`).
+
+Working folder from CODING_AUDIT_WORKDIR (default ./work), drop folder from CODING_AUDIT_DROP
+(default <workdir>/drop).
+"""
+
+
+import datetime as dt
+import json
+import os
+import re
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from assets.ingest import INGEST_TABLES, published_table_checks
+from assets.ingest import ingest as ingest_assets
+from assets.resources import AuditSettings, audit_periods
+from assets.summary import run_summary
+
+ASSETS = [ingest_assets, run_summary]
+CHECKS = [*published_table_checks]
+
+audit_job = dg.define_asset_job(
+    "audit_job", selection=dg.AssetSelection.assets(*INGEST_TABLES, "run_summary"),
+    description="Monthly audit: ingest and validate the period's files, then every downstream table.")
+
+
+@dg.schedule(job=audit_job, cron_schedule="0 6 1 * *", execution_timezone="UTC",
+             default_status=dg.DefaultScheduleStatus.STOPPED)
+def monthly_audit_schedule(context: dg.ScheduleEvaluationContext):
+    """On the 1st at 06:00 UTC, audit the month just ended from <drop>/<YYYY-MM>/ (or <drop>/)."""
+    first = context.scheduled_execution_time.date().replace(day=1)
+    period = (first - dt.timedelta(days=1)).strftime("%Y-%m")
+    return dg.RunRequest(run_key=f"monthly-{period}", partition_key=period)
+
+
+_PERIOD = re.compile(r"^\d{4}-\d{2}$")
+_FILE_TYPES = (".csv", ".parquet")
+
+
+def _new_review_files(drop: Path, seen: dict[str, int]) -> list[tuple[Path, int]]:
+    if not drop.is_dir():
+        return []
+    found = []
+    for path in sorted([*drop.glob("reviews*"), *drop.glob("*/reviews*")]):
+        if path.suffix.lower() not in _FILE_TYPES or "_diagnoses" in path.name or "_procedures" in path.name:
+            continue
+        mtime = path.stat().st_mtime_ns
+        if seen.get(str(path)) != mtime:
+            found.append((path, mtime))
+    return found
+
+
+@dg.sensor(job=audit_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+def reviews_drop_sensor(context: dg.SensorEvaluationContext, settings: AuditSettings):
+    """Start an audit run for each new (or replaced) reviews file in the drop folder.
+
+    A file in <drop>/<YYYY-MM>/ is audit period YYYY-MM; one directly in <drop>/ is the current
+    month. The claims files beside it are loaded with it.
+    """
+    seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+    keys = set(audit_periods.get_partition_keys())
+    requests = []
+    for path, mtime in _new_review_files(Path(settings.drop_folder), seen):
+        seen[str(path)] = mtime
+        folder = path.parent.name
+        period = folder if _PERIOD.match(folder) else dt.date.today().strftime("%Y-%m")
+        if period not in keys:
+            context.log.warning(f"{path}: audit period {period} is outside {min(keys)}..{max(keys)}; skipped")
+            continue
+        claims = sorted(str(p) for p in path.parent.glob("claims*") if p.suffix.lower() in _FILE_TYPES
+                        and "_diagnoses" not in p.name and "_procedures" not in p.name)
+        requests.append(dg.RunRequest(
+            run_key=f"{path}@{mtime}", partition_key=period,
+            run_config={"ops": {"ingest": {"config": {"reviews": [str(path)], "claims": claims}}}}))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(seen, sort_keys=True))
+
+
+def build_definitions(workdir: str | Path | None = None, drop_folder: str | Path | None = None,
+                      max_rejected_share: float = 0.5) -> dg.Definitions:
+    workdir = Path(workdir or os.environ.get("CODING_AUDIT_WORKDIR", "work"))
+    drop = Path(drop_folder or os.environ.get("CODING_AUDIT_DROP", workdir / "drop"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return dg.Definitions(
+        assets=ASSETS, asset_checks=CHECKS, jobs=[audit_job], schedules=[monthly_audit_schedule],
+        sensors=[reviews_drop_sensor],
+        resources={
+            "warehouse": DuckDBResource(database=str(workdir / "warehouse.duckdb")),
+            "settings": AuditSettings(workdir=str(workdir), drop_folder=str(drop),
+                                      max_rejected_share=max_rejected_share),
+        })
+
+
+defs = build_definitions()

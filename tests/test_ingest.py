@@ -1,0 +1,200 @@
+"""Ingest and validation: layouts, normalisation, quarantine rules, atomic and idempotent loads."""
+
+from __future__ import annotations
+
+import pytest
+
+from audits.errors import InputError
+from audits.ingest import TooManyRejectedError, load
+from audits.readers import InputFiles
+from tests.helpers import claim, good_claims, good_reviews, review, write_long, write_wide
+
+TABLES = {
+    "claims": "SELECT * EXCLUDE (load_id, source_file, source_row) FROM claims ORDER BY claim_id",
+    "reviews": "SELECT * EXCLUDE (load_id, source_file, source_row) FROM reviews ORDER BY claim_id",
+    "claim_codes": "SELECT * FROM claim_codes ORDER BY ALL",
+}
+
+
+def snapshot(con) -> dict:
+    return {name: con.execute(sql).fetchall() for name, sql in TABLES.items()}
+
+
+def load_wide(con, tmp_path, claims, reviews=None, period="2026-11", **kw):
+    files = InputFiles(claims=[write_wide(tmp_path / "claims.csv", claims)],
+                       reviews=[write_wide(tmp_path / "reviews.csv", reviews)] if reviews else [])
+    return load(con, files, period, **kw)
+
+
+def test_wide_load_publishes_normalised_tables(con, tmp_path):
+    result = load_wide(con, tmp_path, good_claims(), good_reviews())
+    assert (result.claims_loaded, result.reviews_loaded, len(result.rejections)) == (4, 3, 0)
+    codes = con.execute("SELECT claim_id, side, kind, position, code, poa FROM claim_codes "
+                        "WHERE claim_id = 'A2' ORDER BY side DESC, position").fetchall()
+    # 'i5023' and 'J96.01' are stored upper case without the dot.
+    assert codes == [("A2", "original", "dx", 1, "I5023", "Y"), ("A2", "original", "dx", 2, "J9601", "N"),
+                     ("A2", "audited", "dx", 1, "I5023", "Y")]
+    assert con.execute("SELECT px FROM (SELECT code AS px FROM claim_codes WHERE kind = 'px' "
+                       "AND side = 'original')").fetchall() == [("0DTJ4ZZ",)]
+    a4 = con.execute("SELECT discharge_date::VARCHAR, age, drg_version FROM claims WHERE claim_id = 'A4'").fetchall()
+    assert a4 == [("2026-04-10", 70, 431)]  # April 2026 discharge -> MS-DRG v43.1
+
+
+def test_wide_and_long_layouts_give_identical_tables(con, tmp_path):
+    import duckdb
+
+    load_wide(con, tmp_path, good_claims(), good_reviews())
+    wide = snapshot(con)
+    long_dir = tmp_path / "long"
+    long_dir.mkdir()
+    c = write_long(long_dir, "claims", good_claims())
+    r = write_long(long_dir, "reviews", good_reviews())
+    other = duckdb.connect(":memory:")
+    load(other, InputFiles(claims=[c["header"]], claim_diagnoses=[c["dx"]], claim_procedures=[c["px"]],
+                           reviews=[r["header"]], review_diagnoses=[r["dx"]], review_procedures=[r["px"]]),
+         "2026-11")
+    assert snapshot(other) == wide
+
+
+def test_unknown_columns_are_kept(con, tmp_path):
+    rows = good_claims()
+    rows[0]["drg_grouper_note"] = "kept"
+    load_wide(con, tmp_path, rows)
+    assert con.execute("SELECT extra_columns->>'drg_grouper_note' FROM claims WHERE claim_id = 'A1'"
+                       ).fetchall() == [("kept",)]
+
+
+BAD_CLAIMS = [
+    # (claim row, column, rule)
+    (claim("B1", ["I50.23"], claim_id=""), "claim_id", "required_value_missing"),
+    (claim("B2", ["I50.23"], discharge_date="2026-01-01", admit_date="2026-01-05"), "discharge_date",
+     "discharge_before_admit"),
+    (claim("B3", ["I50.23"], admit_date="2026-13-45"), "admit_date", "invalid_date"),
+    (claim("B4", ["I50.23"], age="-3"), "age", "age_out_of_range"),
+    (claim("B5", ["I50.23"], age="125"), "age", "age_out_of_range"),
+    (claim("B6", ["I50.23"], age="seventy"), "age", "invalid_age"),
+    (claim("B7", ["I50.23"], sex="X"), "sex", "invalid_sex"),
+    (claim("B8", ["I50.23"], discharge_status="99"), "discharge_status", "invalid_discharge_status"),
+    (claim("B9", ["I50.23", "N17-9"]), "dx2", "invalid_code_format"),
+    (claim("B10", ["I50.2"]), "dx1", "code_not_valid_for_discharge_date"),
+    (claim("B11", ["K35.80"], px=["0DTJ4ZX"]), "px1", "code_not_valid_for_discharge_date"),
+    (claim("B12", ["K35.80"], px=["0DTJ4Z"]), "px1", "invalid_code_format"),
+    (claim("B13", [("I50.23", "Y"), ("N17.9", "Q")]), "poa2", "invalid_poa"),
+    (claim("B14", [], coder_id="C01"), "dx1", "principal_dx_missing"),
+    (claim("B15", ["I50.23"], coder_id=""), "coder_id", "required_value_missing"),
+    (claim("B16", ["I50.23"], billed_drg="29A"), "billed_drg", "invalid_billed_drg"),
+]
+
+
+@pytest.mark.parametrize("bad,column,rule", BAD_CLAIMS, ids=[b[2] + "-" + b[1] for b in BAD_CLAIMS])
+def test_each_rule_rejects_its_row_and_good_rows_load(con, tmp_path, bad, column, rule):
+    rows = good_claims() + [bad]
+    result = load_wide(con, tmp_path, rows, max_rejected_share=1.0)
+    rejected = result.rejections
+    assert list(zip(rejected["column"], rejected["rule"])) == [(column, rule)]
+    assert int(rejected["row"].iloc[0]) == 5  # 5th data row of the file
+    assert con.execute("SELECT count(*) FROM claims").fetchall()[0][0] == 4
+    stored = con.execute('SELECT source_file, "row", "column", rule FROM rejected_rows').fetchall()
+    assert stored == [(str(tmp_path / "claims.csv"), 5, column, rule)]
+
+
+def test_duplicate_claim_ids_are_both_rejected(con, tmp_path):
+    rows = good_claims() + [claim("A1", ["I50.23"])]
+    result = load_wide(con, tmp_path, rows, max_rejected_share=1.0)
+    assert sorted(result.rejections["row"].astype(int)) == [1, 5]
+    assert set(result.rejections["rule"]) == {"duplicate_claim_id"}
+    assert con.execute("SELECT count(*) FROM claims").fetchall()[0][0] == 3
+
+
+def test_review_rules(con, tmp_path):
+    reviews = good_reviews() + [review("ZZ9", ["I50.23"]), review("A4", ["A41.9"]),
+                                review("A4", ["A41.9", "R65.20"])]
+    result = load_wide(con, tmp_path, good_claims(), reviews, max_rejected_share=1.0)
+    got = sorted(zip(result.rejections["row"].astype(int), result.rejections["rule"]))
+    assert got == [(4, "review_without_claim"), (5, "duplicate_review"), (6, "duplicate_review")]
+    assert con.execute("SELECT count(*) FROM reviews").fetchall()[0][0] == 3
+
+
+def test_review_of_rejected_claim_is_quarantined_with_that_reason(con, tmp_path):
+    claims = good_claims() + [claim("B1", ["I50.2"])]
+    reviews = good_reviews() + [review("B1", ["I50.23"])]
+    result = load_wide(con, tmp_path, claims, reviews, max_rejected_share=1.0)
+    assert sorted(result.rejections["rule"]) == ["claim_rejected", "code_not_valid_for_discharge_date"]
+
+
+def test_code_valid_by_discharge_date(con, tmp_path):
+    # M62.84 (sarcopenia) entered ICD-10-CM on 1 October 2016: valid in FY2026, and the MCE
+    # rejects U07.1 (COVID-19) before 1 April 2020.
+    rows = [claim("D1", ["J18.9", "U07.1"], admit_date="2019-12-01", discharge_date="2019-12-05"),
+            claim("D2", ["J18.9", "U07.1"])]
+    result = load_wide(con, tmp_path, good_claims() + rows, max_rejected_share=1.0)
+    assert list(zip(result.rejections["claim_id"], result.rejections["rule"])) == [
+        ("D1", "code_not_valid_for_discharge_date")]
+
+
+def test_reload_is_idempotent(con, tmp_path):
+    load_wide(con, tmp_path, good_claims(), good_reviews())
+    first = snapshot(con)
+    load_wide(con, tmp_path, good_claims(), good_reviews())
+    assert snapshot(con) == first
+    assert con.execute("SELECT count(*) FROM loads").fetchall()[0][0] == 1
+
+
+def test_other_periods_are_kept_and_a_period_is_replaced(con, tmp_path):
+    load_wide(con, tmp_path, good_claims()[:2], period="2026-10")
+    (tmp_path / "b").mkdir()
+    load_wide(con, tmp_path / "b", good_claims()[2:], period="2026-11")
+    assert con.execute("SELECT audit_period, count(*) FROM claims GROUP BY 1 ORDER BY 1").fetchall() == [
+        ("2026-10", 2), ("2026-11", 2)]
+    load_wide(con, tmp_path / "b", good_claims()[3:], period="2026-11")
+    assert con.execute("SELECT audit_period, count(*) FROM claims GROUP BY 1 ORDER BY 1").fetchall() == [
+        ("2026-10", 2), ("2026-11", 1)]
+
+
+def test_failed_load_leaves_previous_tables_intact(con, tmp_path):
+    load_wide(con, tmp_path, good_claims(), good_reviews())
+    before = snapshot(con)
+    bad = [claim(f"X{i}", ["I50.2"]) for i in range(5)] + good_claims()[:1]
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(TooManyRejectedError, match="5 of 6 claims rows failed validation"):
+        load_wide(con, tmp_path / "bad", bad, good_reviews())
+    assert snapshot(con) == before
+    broken = tmp_path / "broken.csv"
+    broken.write_text("claim_id,facility_id\nA1,F1\n")
+    with pytest.raises(InputError, match="missing required column 'admit_date'"):
+        load(con, InputFiles(claims=[broken]), "2026-11")
+    assert snapshot(con) == before
+
+
+def test_file_level_errors_name_file_row_and_column(con, tmp_path):
+    path = write_wide(tmp_path / "claims.csv", good_claims())
+    text = path.read_text().replace("dx1,", "DX1 ,")
+    (tmp_path / "upper.csv").write_text(text)
+    load(con, InputFiles(claims=[tmp_path / "upper.csv"]), "2026-11")  # header case/space is fine
+
+    (tmp_path / "semi.csv").write_text(path.read_text().replace(",", ";"))
+    with pytest.raises(InputError) as err:
+        load(con, InputFiles(claims=[tmp_path / "semi.csv"]), "2026-11")
+    assert "semi.csv" in str(err.value) and "header row" in str(err.value)
+    assert "comma-separated" in str(err.value)
+
+    (tmp_path / "latin1.csv").write_bytes(path.read_bytes().replace(b"Cardiology", b"Cardiolog\xe9"))
+    with pytest.raises(InputError, match="not valid UTF-8") as err:
+        load(con, InputFiles(claims=[tmp_path / "latin1.csv"]), "2026-11")
+    assert err.value.file.endswith("latin1.csv")
+
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(InputError, match="empty"):
+        load(con, InputFiles(claims=[tmp_path / "empty.csv"]), "2026-11")
+
+
+def test_parquet_input_equals_csv(con, tmp_path):
+    import duckdb
+    import pandas as pd
+
+    csv_path = write_wide(tmp_path / "claims.csv", good_claims())
+    pd.read_csv(csv_path, dtype=str).to_parquet(tmp_path / "claims.parquet")
+    load(con, InputFiles(claims=[csv_path]), "2026-11")
+    other = duckdb.connect(":memory:")
+    load(other, InputFiles(claims=[tmp_path / "claims.parquet"]), "2026-11")
+    assert snapshot(other) == snapshot(con)
