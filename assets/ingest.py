@@ -5,9 +5,8 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
-from assets.resources import WAREHOUSE_POOL, AuditSettings, audit_periods
+from assets.resources import WAREHOUSE_POOL, AuditSettings, audit_periods, WarehouseResource
 from audits import ingest as ingest_logic
 from audits.quality import published_checks
 from audits.readers import InputFiles
@@ -51,7 +50,7 @@ def files_in_drop_folder(drop: Path, period: str) -> InputFiles:
     partitions_def=audit_periods,
     pool=WAREHOUSE_POOL,
 )
-def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: DuckDBResource,
+def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: WarehouseResource,
            settings: AuditSettings):
     """Stage, validate with Great Expectations, quarantine bad rows, publish the rest atomically."""
     period = context.partition_key
@@ -86,7 +85,7 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: D
 def _published_check(table: str):
     @dg.asset_check(asset=table, name="gx_published", blocking=True, pool=WAREHOUSE_POOL,
                     description=f"Great Expectations suite over the whole published `{table}` table")
-    def check(warehouse: DuckDBResource) -> dg.AssetCheckResult:
+    def check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.get_connection() as con:
             outcome = published_checks(con, table)
         return dg.AssetCheckResult(passed=outcome["passed"], metadata=outcome["metadata"])

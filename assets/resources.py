@@ -1,9 +1,11 @@
 """Settings shared by the assets: where the working folder and the drop folder are."""
 
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 
 # Every asset that writes the warehouse runs in this pool; dagster.yaml limits it to 1 (DuckDB
 # allows one writer per file).
@@ -24,3 +26,20 @@ class AuditSettings(dg.ConfigurableResource):
         path = Path(self.workdir)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+class WarehouseResource(DuckDBResource):
+    """dagster-duckdb's resource, closing the connection also when the step fails.
+
+    (Its `get_connection` closes only on success; an open connection would keep the file locked
+    for the rest of the process.) Like the parent, it retries while another process holds the
+    write lock, then fails with DuckDB's lock error.
+    """
+
+    @contextmanager
+    def get_connection(self):
+        with super().get_connection() as conn:
+            try:
+                yield conn
+            finally:
+                conn.close()

@@ -2,19 +2,19 @@
 
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
-from assets.resources import WAREHOUSE_POOL, AuditSettings, audit_periods
-from audits.summary import ingest_summary, write_summary
+from assets.resources import WAREHOUSE_POOL, AuditSettings, audit_periods, WarehouseResource
+from audits.summary import build_summary, write_summary
 
 
-@dg.asset(deps=["claims", "reviews", "claim_codes", "rejected_rows"], partitions_def=audit_periods,
+@dg.asset(deps=["claims", "reviews", "claim_codes", "rejected_rows", "code_diffs", "error_rates",
+                "coder_scorecard"], partitions_def=audit_periods,
           pool=WAREHOUSE_POOL, kinds={"json"}, group_name="reports")
-def run_summary(context: dg.AssetExecutionContext, warehouse: DuckDBResource,
+def run_summary(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                 settings: AuditSettings) -> dg.MaterializeResult:
     """Headline figures of the period, written to <workdir>/summary.json."""
     with warehouse.get_connection() as con:
-        figures = ingest_summary(con, context.partition_key)
+        figures = build_summary(con, context.partition_key)
     path = write_summary(settings.workdir_path / "summary.json", figures)
     context.log.info(f"summary written to {path}")
     return dg.MaterializeResult(metadata={"path": str(path), **{

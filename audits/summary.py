@@ -30,6 +30,17 @@ def ingest_summary(con: duckdb.DuckDBPyConnection, audit_period: str) -> dict:
     }
 
 
+def build_summary(con: duckdb.DuckDBPyConnection, audit_period: str) -> dict:
+    """Every capability's headline figures for the period, in one dict."""
+    from audits.compare import error_rate_summary
+    from audits.periods import period_scope
+
+    figures = ingest_summary(con, audit_period)
+    with period_scope(con, audit_period, ("error_rates",)):
+        figures.update(error_rate_summary(con))
+    return figures
+
+
 def write_summary(path: Path, figures: dict) -> Path:
     """Write atomically (temp file + rename), so a reader never sees half a summary."""
     path.parent.mkdir(parents=True, exist_ok=True)

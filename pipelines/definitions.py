@@ -12,18 +12,18 @@ import re
 from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
+from assets.compare import COMPARE_TABLES, coding_comparison
 from assets.ingest import INGEST_TABLES, published_table_checks
 from assets.ingest import ingest as ingest_assets
-from assets.resources import AuditSettings, audit_periods
+from assets.resources import AuditSettings, audit_periods, WarehouseResource
 from assets.summary import run_summary
 
-ASSETS = [ingest_assets, run_summary]
+ASSETS = [ingest_assets, coding_comparison, run_summary]
 CHECKS = [*published_table_checks]
 
 audit_job = dg.define_asset_job(
-    "audit_job", selection=dg.AssetSelection.assets(*INGEST_TABLES, "run_summary"),
+    "audit_job", selection=dg.AssetSelection.assets(*INGEST_TABLES, *COMPARE_TABLES, "run_summary"),
     description="Monthly audit: ingest and validate the period's files, then every downstream table.")
 
 
@@ -87,7 +87,7 @@ def build_definitions(workdir: str | Path | None = None, drop_folder: str | Path
         assets=ASSETS, asset_checks=CHECKS, jobs=[audit_job], schedules=[monthly_audit_schedule],
         sensors=[reviews_drop_sensor],
         resources={
-            "warehouse": DuckDBResource(database=str(workdir / "warehouse.duckdb")),
+            "warehouse": WarehouseResource(database=str(workdir / "warehouse.duckdb")),
             "settings": AuditSettings(workdir=str(workdir), drop_folder=str(drop),
                                       max_rejected_share=max_rejected_share),
         })

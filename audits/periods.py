@@ -1,0 +1,75 @@
+"""Derived tables per audit period.
+
+Builders in `audits/` are written against plain table names (`claims`, `reviews`, `claim_codes`, ...)
+and create their outputs with CREATE OR REPLACE. To run one for one audit period, the warehouse
+tables are exposed as views in an in-memory scratch catalog (reviews and other period tables
+filtered to the period), the builder runs there, and its outputs are published into the warehouse
+with an `audit_period` column, replacing that period in one transaction.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+import duckdb
+
+SCRATCH = "period_scratch"
+
+
+def _columns(con: duckdb.DuckDBPyConnection, catalog: str, table: str) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = ? AND table_schema = 'main' "
+        "AND table_name = ? ORDER BY ordinal_position", [catalog, table]).fetchall()]
+
+
+@contextmanager
+def period_scope(con: duckdb.DuckDBPyConnection, period: str, tables: Sequence[str]) -> Iterator[str]:
+    """Inside: `tables` are views of the warehouse, period-filtered where they have an
+    audit_period column (claims are never filtered: a review of this period may audit a claim
+    loaded in another). Yields the warehouse catalog name."""
+    warehouse = con.execute("SELECT current_database()").fetchall()[0][0]
+    con.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {SCRATCH}")
+    con.execute(f"USE {SCRATCH}")
+    try:
+        for table in tables:
+            columns = _columns(con, warehouse, table)
+            if not columns:
+                raise RuntimeError(f"table {table} is missing from the warehouse: run the steps before it")
+            where = (f" WHERE audit_period = '{period}'"
+                     if "audit_period" in columns and table != "claims" else "")
+            con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {warehouse}.main.{table}{where}")
+        yield warehouse
+    finally:
+        con.execute(f"USE {warehouse}")
+        con.execute(f"DETACH {SCRATCH}")
+
+
+def build_for_period(con: duckdb.DuckDBPyConnection, period: str, inputs: Sequence[str],
+                     outputs: Sequence[str], build: Callable[[duckdb.DuckDBPyConnection], object]) -> dict[str, int]:
+    """Run `build(con)` over the period's `inputs`, then publish `outputs` (replacing the period).
+    Returns the row count published per output."""
+    if not _valid_period(period):
+        raise ValueError(f"audit period must be YYYY-MM, got {period!r}")
+    counts: dict[str, int] = {}
+    with period_scope(con, period, inputs) as warehouse:
+        build(con)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table in outputs:
+                con.execute(f"""CREATE TABLE IF NOT EXISTS {warehouse}.main.{table} AS
+                                SELECT CAST(NULL AS VARCHAR) AS audit_period, * FROM {table} LIMIT 0""")
+                con.execute(f"DELETE FROM {warehouse}.main.{table} WHERE audit_period = ?", [period])
+                con.execute(f"""INSERT INTO {warehouse}.main.{table} BY NAME
+                                SELECT '{period}' AS audit_period, * FROM {table}""")
+                counts[table] = int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    return counts
+
+
+def _valid_period(period: str) -> bool:
+    import re
+    return re.fullmatch(r"\d{4}-\d{2}", period) is not None
