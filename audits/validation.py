@@ -170,21 +170,58 @@ def _code_rules() -> list[Rule]:
     ]
 
 
-def _position_rules() -> list[Rule]:
+def _code_row_rules() -> dict[str, tuple[list[Rule], list[str], str]]:
+    """Rules over code rows, each run on the distinct values of its key: (rules, key, SQL of the
+    distinct frame). Failing key values are joined back to the rows set-based."""
     e = _gx().expectations
-    return [
-        Rule("invalid_position", "position", f"position must be a whole number 1-{MAX_POSITIONS}",
-             lambda: e.ExpectColumnValuesToBeBetween(column="position_t", min_value=1,
-                                                     max_value=MAX_POSITIONS)),
-        Rule("invalid_position", "position", "position is missing or not a number",
-             lambda: e.ExpectColumnValuesToNotBeNull(column="position_t")),
-        Rule("duplicate_position", "position", "two codes at the same position of one claim",
-             lambda: e.ExpectCompoundColumnsToBeUnique(column_list=["claim_id", "kind", "position_t"])),
-        Rule("invalid_poa", "poa", "POA must be Y, N, U, W, 1 or blank",
-             lambda: e.ExpectColumnValuesToBeInSet(column="poa", value_set=list(POA_VALUES))),
-        Rule("code_without_claim", "claim_id", "code row for a claim_id not in the header file",
-             lambda: e.ExpectColumnValuesToBeInSet(column="has_header", value_set=[True])),
-    ]
+    return {
+        "poa": ([Rule("invalid_poa", "poa", "POA must be Y, N, U, W, 1 or blank",
+                      lambda: e.ExpectColumnValuesToBeInSet(column="poa", value_set=list(POA_VALUES))),
+                 ], ["poa"], "SELECT DISTINCT poa FROM v_{entity}_codes WHERE kind = 'dx'"),
+        "position": ([Rule("invalid_position", "position", f"position must be a whole number 1-{MAX_POSITIONS}",
+                           lambda: e.ExpectColumnValuesToBeBetween(column="position_t", min_value=1,
+                                                                   max_value=MAX_POSITIONS)),
+                      Rule("invalid_position", "position", "position is missing or not a whole number",
+                           lambda: e.ExpectColumnValuesToNotBeNull(column="position_t"))],
+                     ["position_t"], "SELECT DISTINCT position_t FROM v_{entity}_codes"),
+        "duplicate": ([Rule("duplicate_position", "position", "two codes at the same position of one claim",
+                            lambda: e.ExpectCompoundColumnsToBeUnique(
+                                column_list=["claim_id", "kind", "position_t"]))],
+                      ["claim_id", "kind", "position_t"],
+                      "SELECT claim_id, kind, position_t FROM v_{entity}_codes WHERE position_t IS NOT NULL"),
+        "header": ([Rule("code_without_claim", "claim_id", "code row for a claim_id not in the header file",
+                         lambda: e.ExpectColumnValuesToBeInSet(column="has_header", value_set=[True]))],
+                   ["claim_id"], "SELECT DISTINCT claim_id, has_header FROM v_{entity}_codes"),
+    }
+
+
+def _validate_code_rows(con: duckdb.DuckDBPyConnection, entity: str, layout_long: bool) -> pd.DataFrame:
+    out = []
+    for name, (rules, keys, sql) in _code_row_rules().items():
+        if name != "poa" and not layout_long:
+            continue  # the wide layout's positions are its column numbers: nothing to check
+        frame = con.execute(sql.format(entity=entity)).df()
+        failed = run_expectations(f"{entity}_{name}", frame, rules, keys)
+        if failed.empty:
+            continue
+        failed = failed.drop_duplicates(subset=keys + ["rule"])
+        con.register("failed_keys", failed)
+        on = " AND ".join(f"f.{k} IS NOT DISTINCT FROM c.{k}" for k in keys)
+        if name == "poa":
+            column = "'poa'" if layout_long else "'poa' || c.position_t"
+            value = "c.poa_raw"
+        elif name == "header":
+            column, value = "'claim_id'", "c.claim_id"
+        else:
+            column, value = "'position'", "c.position_raw"
+        out.append(con.execute(f"""
+            SELECT c._source_file, c._source_row, c.claim_id, {column} AS "column", f.rule,
+                   {value} AS value, f.reason
+            FROM v_{entity}_codes c JOIN failed_keys f ON {on}
+            {"WHERE c.kind = 'dx'" if name == "poa" else ""}""").df())
+        con.unregister("failed_keys")
+    columns = ["_source_file", "_source_row", "claim_id", "column", "rule", "value", "reason"]
+    return pd.concat(out, ignore_index=True)[columns] if out else pd.DataFrame(columns=columns)
 
 
 def validate_load(con: duckdb.DuckDBPyConnection, published_claims: str | None = "claims") -> pd.DataFrame:
@@ -215,34 +252,10 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
         LEFT JOIN (SELECT DISTINCT claim_id FROM stg_{entity}) h USING (claim_id)
         WHERE {normalise_code_sql('c.code_raw')} IS NOT NULL OR c.position IS NULL""")
     code_failures = _validate_codes(con, entity)
-    position_frame = con.execute(f"""
-        SELECT _source_file, _source_row, claim_id, kind, position_t, poa, has_header
-        FROM v_{entity}_codes""").df()
     layout_long = bool(con.execute(
         f"SELECT count(*) FROM {codes_tbl} WHERE _source_column IN ('code', 'position')").fetchall()[0][0])
-    rules = _position_rules()
-    if not layout_long:
-        rules = [r for r in rules if r.rule in ("invalid_poa",)]
-    position_failures = run_expectations(f"{entity}_code_rows", position_frame, rules,
-                                         ["_source_file", "_source_row", "claim_id", "kind", "position_t"])
-    if not position_failures.empty:
-        position_failures = position_failures.rename(columns={"position_t": "position"})
-        raw = con.execute(f"SELECT _source_file, _source_row, kind, position, poa_raw, code_raw, "
-                          f"_source_column FROM v_{entity}_codes").df()
-        raw["position"] = raw["position"].astype("Int64")
-        position_failures["position"] = position_failures["position"].astype("Int64")
-        position_failures = position_failures.merge(
-            raw, on=["_source_file", "_source_row", "kind", "position"], how="left", suffixes=("", "_r"))
-        position_failures = position_failures.drop_duplicates(
-            subset=["_source_file", "_source_row", "kind", "position", "rule", "reason"])
-        is_poa = position_failures["rule"] == "invalid_poa"
-        position_failures["value"] = position_failures["code_raw"].where(~is_poa, position_failures["poa_raw"])
-        wide_col = position_failures["kind"].str.replace("dx", "poa") + position_failures["position"].astype("string")
-        position_failures["column"] = position_failures["column"].where(
-            ~(is_poa & ~layout_long), wide_col)
-        position_failures = position_failures[["_source_file", "_source_row", "claim_id", "column", "rule",
-                                               "value", "reason"]]
-    code_level = pd.concat([code_failures, position_failures], ignore_index=True)
+    row_failures = _validate_code_rows(con, entity, layout_long)
+    code_level = pd.concat([code_failures, row_failures], ignore_index=True)
 
     # Header rows.
     if entity == "claims":

@@ -183,6 +183,13 @@ def test_file_level_errors_name_file_row_and_column(con, tmp_path):
         load(con, InputFiles(claims=[tmp_path / "latin1.csv"]), "2026-11")
     assert err.value.file.endswith("latin1.csv")
 
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3] + ",surplus"
+    (tmp_path / "ragged.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match="but the header has") as err:
+        load(con, InputFiles(claims=[tmp_path / "ragged.csv"]), "2026-11")
+    assert err.value.row == 3
+
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(InputError, match="empty"):
         load(con, InputFiles(claims=[tmp_path / "empty.csv"]), "2026-11")
@@ -198,3 +205,21 @@ def test_parquet_input_equals_csv(con, tmp_path):
     other = duckdb.connect(":memory:")
     load(other, InputFiles(claims=[tmp_path / "claims.parquet"]), "2026-11")
     assert snapshot(other) == snapshot(con)
+
+
+def test_long_layout_rules(con, tmp_path):
+    paths = write_long(tmp_path, "claims", good_claims())
+    with open(paths["dx"], "a") as fh:
+        # rows 1-8 are the good claims' 8 diagnoses (A1 has 3, A2 2, A3 1, A4 2)
+        fh.write("A1,x,I10,Y\r\n")        # row 9: position not a number
+        fh.write("A1,2,E78.5,Y\r\n")      # row 10: A1 already has a code at position 2 (row 2)
+        fh.write("NOPE,1,I10,Y\r\n")      # row 11: no such claim in the header file
+        fh.write("A3,26,I10,Y\r\n")       # row 12: position beyond 25
+    result = load(con, InputFiles(claims=[paths["header"]], claim_diagnoses=[paths["dx"]],
+                                  claim_procedures=[paths["px"]]), "2026-11", max_rejected_share=1.0)
+    got = sorted(zip(result.rejections["row"].astype(int), result.rejections["rule"], result.rejections["value"]))
+    assert got == [(2, "duplicate_position", "2"), (9, "invalid_position", "x"),
+                   (10, "duplicate_position", "2"), (11, "code_without_claim", "NOPE"),
+                   (12, "invalid_position", "26")]
+    # A1 and A3 are rejected whole; A2 and A4 load.
+    assert con.execute("SELECT claim_id FROM claims ORDER BY 1").fetchall() == [("A2",), ("A4",)]

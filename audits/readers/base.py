@@ -59,6 +59,10 @@ def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> list[str
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_src AS SELECT * FROM {source}")
     except duckdb.Error as exc:
+        if suffix in (".csv", ".txt"):
+            located = _locate_csv_problem(path)
+            if located is not None:
+                raise located from None
         raise _input_error_from_duckdb(exc, path) from None
     described = con.execute(f"DESCRIBE {table}_src").fetchall()
     names = [row[0] for row in described]
@@ -96,12 +100,44 @@ def _csv_source(con: duckdb.DuckDBPyConnection, path: Path) -> str:
             "max_line_size=10000000)")
 
 
+def _locate_csv_problem(path: Path) -> InputError | None:
+    """DuckDB's reader stops at a malformed file without always saying where; find the first bad
+    row with Python's csv module (only on this error path, streaming)."""
+    import csv
+
+    def lines():
+        with open(path, "rb") as fh:
+            for number, raw in enumerate(fh):
+                try:
+                    text = raw.decode("utf-8-sig" if number == 0 else "utf-8")
+                except UnicodeDecodeError:
+                    raise InputError("the file is not valid UTF-8 text; save it as UTF-8 CSV",
+                                     file=path, row=number) from None
+                yield text
+
+    try:
+        reader = csv.reader(lines(), strict=True)
+        header = next(reader, None)
+        if header is None:
+            return InputError("file has no header row", file=path, row=0)
+        for row in reader:
+            if len(row) != len(header):
+                return InputError(f"row has {len(row)} fields but the header has {len(header)} "
+                                  "(a stray comma, a missing field, or an unclosed quote above)",
+                                  file=path, row=reader.line_num - 1)
+    except InputError as err:
+        return err
+    except csv.Error as err:
+        return InputError(f"malformed CSV: {err}", file=path, row=reader.line_num - 1)
+    return None
+
+
 def _input_error_from_duckdb(exc: duckdb.Error, path: Path) -> InputError:
     text = str(exc)
     match = _LINE_RE.search(text)
     row = int(match.group(1)) - 1 if match else None
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    if "unicode" in text.lower() or "utf" in text.lower():
+    if "invalid unicode" in text.lower():
         first = "the file is not valid UTF-8 text; save it as UTF-8 CSV (" + first + ")"
     return InputError(f"cannot read file: {first}", file=path, row=row)
 

@@ -33,6 +33,7 @@ def stage(con: duckdb.DuckDBPyConnection, entity: str, headers: list[Path], dx_f
             con.execute(f"""
                 INSERT INTO stg_{entity}_codes BY NAME
                 SELECT claim_id, '{kind}' AS kind, TRY_CAST(position AS INTEGER) AS position,
+                       position AS position_raw,
                        code AS code_raw, {poa} AS poa_raw, _source_file, _source_row,
                        CASE WHEN TRY_CAST(position AS INTEGER) IS NULL THEN 'position' ELSE 'code' END
                            AS _source_column

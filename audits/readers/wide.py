@@ -63,6 +63,7 @@ def _create_empty(con: duckdb.DuckDBPyConnection, entity: str) -> None:
     con.execute(f"CREATE TEMP TABLE stg_{entity} (_source_file VARCHAR, _source_row BIGINT, {cols}, "
                 "extra_columns JSON)")
     con.execute(f"CREATE TEMP TABLE stg_{entity}_codes (claim_id VARCHAR, kind VARCHAR, position INTEGER, "
+                "position_raw VARCHAR, "
                 "code_raw VARCHAR, poa_raw VARCHAR, _source_file VARCHAR, _source_row BIGINT, "
                 "_source_column VARCHAR)")
 
@@ -78,7 +79,8 @@ def _unpivot_codes(raw: str, columns: list[str]) -> str:
         poas = ", ".join(col(f"poa{p}") if kind == "dx" else "CAST(NULL AS VARCHAR)"
                          for p in range(1, MAX_POSITIONS + 1))
         selects.append(f"""
-            SELECT claim_id, '{kind}' AS kind, position, code_raw, poa_raw, _source_file, _source_row,
+            SELECT claim_id, '{kind}' AS kind, position, CAST(position AS VARCHAR) AS position_raw,
+                   code_raw, poa_raw, _source_file, _source_row,
                    '{kind}' || position AS _source_column
             FROM (SELECT claim_id, _source_file, _source_row,
                          unnest(range(1, {MAX_POSITIONS + 1})) AS position,
