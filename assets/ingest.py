@@ -11,12 +11,12 @@ from audits import ingest as ingest_logic
 from audits.quality import published_checks
 from audits.readers import InputFiles
 
-INGEST_TABLES = ("claims", "reviews", "claim_codes", "rejected_rows")
+INGEST_TABLES = ("claims", "reviews", "claim_codes", "rejected_rows", "universe")
 
 
 class IngestConfig(dg.Config):
     """Input files of the load. Left empty, the files are taken from the drop folder
-    (`<drop>/<YYYY-MM>/` when it exists, else `<drop>/`): claims*.csv|parquet, reviews*.csv|parquet."""
+    (`<drop>/<YYYY-MM>/` when it exists, else `<drop>/`): claims*, reviews*, universe* (.csv|.parquet)."""
 
     claims: list[str] = []
     reviews: list[str] = []
@@ -24,6 +24,7 @@ class IngestConfig(dg.Config):
     claim_procedures: list[str] = []
     review_diagnoses: list[str] = []
     review_procedures: list[str] = []
+    universe: list[str] = []
 
 
 def files_in_drop_folder(drop: Path, period: str) -> InputFiles:
@@ -37,7 +38,8 @@ def files_in_drop_folder(drop: Path, period: str) -> InputFiles:
                       reviews=[p for p in pick("reviews") if "_diagnoses" not in p.name
                                and "_procedures" not in p.name],
                       claim_diagnoses=pick("claim_diagnoses"), claim_procedures=pick("claim_procedures"),
-                      review_diagnoses=pick("review_diagnoses"), review_procedures=pick("review_procedures"))
+                      review_diagnoses=pick("review_diagnoses"), review_procedures=pick("review_procedures"),
+                      universe=pick("universe"))
 
 
 @dg.multi_asset(
@@ -56,7 +58,7 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: W
     period = context.partition_key
     files = InputFiles(*(list(map(Path, getattr(config, f))) for f in (
         "claims", "reviews", "claim_diagnoses", "claim_procedures", "review_diagnoses",
-        "review_procedures")))
+        "review_procedures", "universe")))
     if not files.claims and not files.reviews:
         files = files_in_drop_folder(Path(settings.drop_folder), period)
     context.log.info(f"loading audit period {period}: {files.as_dict()}")

@@ -3,6 +3,7 @@
 
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -20,6 +21,13 @@ class AuditSettings(dg.ConfigurableResource):
     workdir: str = "work"
     drop_folder: str = "work/drop"
     max_rejected_share: float = 0.5
+    rates_config: str = ""      # TOML of base rates and payer multipliers ("" = documented defaults)
+    weights_folder: str = ""    # extra CMS Table 5 files for fiscal years not packaged
+    base_rate: Optional[float] = None  # what-if: one base rate for every facility
+
+    def rate_config(self):
+        from audits.pricing import load_rate_config
+        return load_rate_config(self.rates_config or None, base_rate_override=self.base_rate)
 
     @property
     def workdir_path(self) -> Path:

@@ -64,6 +64,7 @@ import pyarrow as pa
 
 from audits.codes import drg_version
 from audits.contract import DX_COLUMNS, MAX_POSITIONS, POA_COLUMNS, PX_COLUMNS
+from audits.weights import drg_family
 
 __all__ = ["ErrorRates", "DemoConfig", "generate_demo", "load_catalogue", "catalogue_codes",
            "ERROR_TYPES"]
@@ -304,10 +305,6 @@ def _draw(cum: np.ndarray, u: np.ndarray) -> np.ndarray:
 # Neighbouring DRGs for billing errors (families from CMS Table 5 titles)
 # ---------------------------------------------------------------------------------------------
 
-_SEVERITY_SUFFIX = re.compile(
-    r"\s+(WITH MCC|WITH CC/MCC|WITH CC|WITHOUT CC/MCC|WITHOUT MCC|WITHOUT CC)\b.*$")
-
-
 @lru_cache(maxsize=1)
 def _neighbour_drgs() -> np.ndarray:
     """neighbour[d]: the DRG billed by mistake instead of d (one severity level up in d's family,
@@ -319,7 +316,7 @@ def _neighbour_drgs() -> np.ndarray:
     except (FileNotFoundError, OSError):
         return neighbour
     rows = list(csv.DictReader(line for line in text.splitlines() if not line.startswith("#")))
-    info = {int(r["drg"]): (_SEVERITY_SUFFIX.sub("", r["title"]), r["mdc"]) for r in rows
+    info = {int(r["drg"]): (drg_family(r["title"]), r["mdc"]) for r in rows
             if r.get("drg", "").isdigit()}
     for d, (stem, mdc) in info.items():
         up, down = info.get(d - 1), info.get(d + 1)

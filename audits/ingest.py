@@ -18,6 +18,7 @@ import pandas as pd
 
 from audits.errors import InputError
 from audits.readers import InputFiles, stage_inputs
+from audits.universe import stage_universe
 from audits.validation import validate_load
 from audits.warehouse import ensure_schema
 
@@ -36,6 +37,8 @@ class LoadResult:
     reviews_in: int
     reviews_loaded: int
     rejections: pd.DataFrame = field(repr=False)
+    universe_in: int = 0
+    universe_loaded: int = 0
 
     @property
     def claims_rejected(self) -> int:
@@ -50,6 +53,7 @@ class LoadResult:
                 "claims_in": self.claims_in, "claims_loaded": self.claims_loaded,
                 "claims_rejected": self.claims_rejected, "reviews_in": self.reviews_in,
                 "reviews_loaded": self.reviews_loaded, "reviews_rejected": self.reviews_rejected,
+                "universe_in": self.universe_in, "universe_loaded": self.universe_loaded,
                 "rejected_rows": int(len(self.rejections))}
 
 
@@ -63,14 +67,19 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
     ensure_schema(con)
     layouts = stage_inputs(con, files)
     rejections = validate_load(con, published_claims="claims")
+    universe_rejections = stage_universe(con, files.universe)
+    universe_in = _count(con, "SELECT count(*) FROM stg_universe")
+    universe_ok = _count(con, "SELECT count(*) FROM ok_universe")
+    rejections = pd.concat([rejections, universe_rejections], ignore_index=True)
     claims_in = _count(con, "SELECT count(*) FROM stg_claims")
     reviews_in = _count(con, "SELECT count(*) FROM stg_reviews")
     claims_ok = _count(con, "SELECT count(*) FROM ok_claims")
     reviews_ok = _count(con, "SELECT count(*) FROM ok_reviews")
     load_id = f"{audit_period}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     result = LoadResult(load_id, audit_period, layouts, claims_in, claims_ok, reviews_in, reviews_ok,
-                        rejections)
-    for entity, total, ok in (("claims", claims_in, claims_ok), ("reviews", reviews_in, reviews_ok)):
+                        rejections, universe_in, universe_ok)
+    for entity, total, ok in (("claims", claims_in, claims_ok), ("reviews", reviews_in, reviews_ok),
+                              ("universe", universe_in, universe_ok)):
         if total and (total - ok) / total > max_rejected_share:
             first = rejections[rejections["entity"] == entity].head(1)
             example = ""
@@ -96,7 +105,7 @@ def _publish(con: duckdb.DuckDBPyConnection, result: LoadResult, files: InputFil
     rejected.insert(0, "load_id", result.load_id)
     rejected.insert(1, "audit_period", period)
     rejected["row"] = pd.to_numeric(rejected["row"], errors="coerce").astype("Int64")
-    for column in ("source_file", "claim_id", "column", "rule", "value", "reason"):
+    for column in ("entity", "source_file", "claim_id", "column", "rule", "value", "reason"):
         rejected[column] = rejected[column].astype("string")
     con.register("new_rejections", rejected)
     con.execute("BEGIN TRANSACTION")
@@ -113,6 +122,7 @@ def _publish(con: duckdb.DuckDBPyConnection, result: LoadResult, files: InputFil
         con.execute("DELETE FROM claims WHERE claim_id IN (SELECT claim_id FROM replaced_claims)")
         con.execute("DELETE FROM reviews WHERE claim_id IN (SELECT claim_id FROM replaced_reviews)")
         con.execute("DELETE FROM rejected_rows WHERE audit_period = $p", {"p": period})
+        con.execute("DELETE FROM universe WHERE audit_period = $p", {"p": period})
         con.execute("DELETE FROM loads WHERE audit_period = $p", {"p": period})
         con.execute("""INSERT INTO claims BY NAME
             SELECT *, $p AS audit_period, $l AS load_id FROM ok_claims""",
@@ -124,14 +134,17 @@ def _publish(con: duckdb.DuckDBPyConnection, result: LoadResult, files: InputFil
             SELECT claim_id, 'original', kind, position, code, poa FROM ok_claims_codes
             UNION ALL
             SELECT claim_id, 'audited', kind, position, code, poa FROM ok_reviews_codes""")
-        con.execute("""INSERT INTO rejected_rows
-            SELECT load_id, audit_period, source_file, "row", claim_id, "column", rule, value, reason
+        con.execute("""INSERT INTO universe BY NAME
+            SELECT *, $p AS audit_period, $l AS load_id FROM ok_universe""",
+                    {"p": period, "l": result.load_id})
+        con.execute("""INSERT INTO rejected_rows BY NAME
+            SELECT load_id, audit_period, entity, source_file, "row", claim_id, "column", rule, value, reason
             FROM new_rejections""")
-        con.execute("INSERT INTO loads VALUES ($l, $p, now(), $i, $ci, $cl, $cr, $ri, $rl, $rr, $n)", {
+        con.execute("INSERT INTO loads VALUES ($l, $p, now(), $i, $ci, $cl, $cr, $ri, $rl, $rr, $n, $ui, $ul)", {
             "l": result.load_id, "p": period, "i": json.dumps(files.as_dict()),
             "ci": result.claims_in, "cl": result.claims_loaded, "cr": result.claims_rejected,
             "ri": result.reviews_in, "rl": result.reviews_loaded, "rr": result.reviews_rejected,
-            "n": len(rejected)})
+            "n": len(rejected), "ui": result.universe_in, "ul": result.universe_loaded})
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

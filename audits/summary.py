@@ -30,15 +30,43 @@ def ingest_summary(con: duckdb.DuckDBPyConnection, audit_period: str) -> dict:
     }
 
 
-def build_summary(con: duckdb.DuckDBPyConnection, audit_period: str) -> dict:
+def build_summary(con: duckdb.DuckDBPyConnection, audit_period: str, run_info: dict | None = None) -> dict:
     """Every capability's headline figures for the period, in one dict."""
     from audits.compare import error_rate_summary
     from audits.periods import period_scope
 
     figures = ingest_summary(con, audit_period)
-    with period_scope(con, audit_period, ("error_rates",)):
+    with period_scope(con, audit_period, ("error_rates", "claim_regroup", "revenue_extrapolation")):
         figures.update(error_rate_summary(con))
+        figures.update(revenue_summary(con))
+    figures.update(run_info or {})
     return figures
+
+
+def revenue_summary(con: duckdb.DuckDBPyConnection) -> dict:
+    from audits.regroup import revenue_summary_from_frame
+
+    frame = con.execute("SELECT * FROM claim_regroup").df()
+    totals = revenue_summary_from_frame(frame)
+    keys = ("drg_change_rate", "drg_upgrade_rate", "drg_downgrade_rate", "underpaid_amount", "overpaid_amount",
+            "net_amount", "billed_drg_mismatch_rate", "not_priced_claims")
+    out = {k: totals[k] for k in keys}
+    rows = con.execute("""SELECT measure, point, lower_90, upper_90, universe_count, sample_count
+                          FROM revenue_extrapolation WHERE stratum = 'all'""").fetchall()
+    by_measure = {r[0]: r for r in rows}
+    if "net_delta" in by_measure:
+        net, over = by_measure["net_delta"], by_measure.get("overpayment")
+        out["extrapolation"] = {
+            "point": net[1], "lower_90": net[2], "upper_90": net[3], "universe_claims": net[4],
+            "sample_claims": net[5],
+            "overpayment_demand_lower_90": over[2] if over else None}
+    else:
+        out["extrapolation"] = None
+    graders = con.execute("SELECT DISTINCT grouper FROM claim_regroup").fetchall()
+    out["grouper"] = graders[0][0] if graders else None
+    years = con.execute("SELECT DISTINCT fiscal_year FROM claim_regroup ORDER BY 1").fetchall()
+    out["weights_fiscal_years"] = [int(y[0]) for y in years]
+    return out
 
 
 def write_summary(path: Path, figures: dict) -> Path:

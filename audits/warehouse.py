@@ -19,7 +19,8 @@ SCHEMA = {
     "loads": """
         load_id VARCHAR, audit_period VARCHAR, loaded_at TIMESTAMP, inputs JSON,
         claims_in BIGINT, claims_loaded BIGINT, claims_rejected BIGINT,
-        reviews_in BIGINT, reviews_loaded BIGINT, reviews_rejected BIGINT, rejected_rows BIGINT""",
+        reviews_in BIGINT, reviews_loaded BIGINT, reviews_rejected BIGINT, rejected_rows BIGINT,
+        universe_in BIGINT, universe_loaded BIGINT""",
     "claims": """
         claim_id VARCHAR, facility_id VARCHAR, patient_id VARCHAR, admit_date DATE,
         discharge_date DATE, discharge_status VARCHAR, age INTEGER, sex VARCHAR, payer VARCHAR,
@@ -31,8 +32,12 @@ SCHEMA = {
         source_file VARCHAR, source_row BIGINT, extra_columns JSON""",
     "claim_codes": """
         claim_id VARCHAR, side VARCHAR, kind VARCHAR, position INTEGER, code VARCHAR, poa VARCHAR""",
+    "universe": """
+        claim_id VARCHAR, facility_id VARCHAR, admit_date DATE, discharge_date DATE, discharge_status VARCHAR,
+        age INTEGER, sex VARCHAR, payer VARCHAR, coder_id VARCHAR, service_line VARCHAR, billed_drg VARCHAR,
+        stratum VARCHAR, audit_period VARCHAR, load_id VARCHAR, source_file VARCHAR, source_row BIGINT""",
     "rejected_rows": """
-        load_id VARCHAR, audit_period VARCHAR, source_file VARCHAR, "row" BIGINT, claim_id VARCHAR,
+        load_id VARCHAR, audit_period VARCHAR, entity VARCHAR, source_file VARCHAR, "row" BIGINT, claim_id VARCHAR,
         "column" VARCHAR, rule VARCHAR, value VARCHAR, reason VARCHAR""",
 }
 

@@ -35,11 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("claim-diagnoses", "claim-procedures", "review-diagnoses", "review-procedures"):
         run.add_argument(f"--{name}", nargs="+", type=Path, default=[],
                          help=f"long layout: {name.replace('-', ' ')} file(s)")
+    run.add_argument("--universe", nargs="+", type=Path, default=[],
+                     help="the claims population the audit sample was drawn from (enables extrapolation)")
     _run_options(run)
 
     demo = sub.add_parser("demo", help="generate demo data and run the audit on it")
     demo.add_argument("--workdir", type=Path, default=Path("demo-run"))
-    demo.add_argument("--period", help="audit period YYYY-MM (default: this month)")
+    _run_options(demo, workdir_required=False)
     _demo_size_options(demo, default_claims=5000, default_sample=500)
     return parser
 
@@ -52,11 +54,16 @@ def _demo_size_options(p: argparse.ArgumentParser, default_claims: int = 5000, d
                    help="no deliberate over-coder or septicemia outlier")
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workdir", type=Path, required=True, help="folder for warehouse.duckdb and summary.json")
+def _run_options(p: argparse.ArgumentParser, workdir_required: bool = True) -> None:
+    if workdir_required:
+        p.add_argument("--workdir", type=Path, required=True, help="folder for warehouse.duckdb and summary.json")
     p.add_argument("--period", help="audit period YYYY-MM (default: this month); re-running a period replaces it")
     p.add_argument("--max-rejected-share", type=float, default=0.5,
                    help="stop without loading when more than this share of rows fails validation")
+    p.add_argument("--base-rate", type=float, help="what-if: one base rate (USD) for every facility")
+    p.add_argument("--rates-config", type=Path, help="TOML file of facility base rates and payer multipliers")
+    p.add_argument("--weights-dir", type=Path,
+                   help="folder of CMS Table 5 files for fiscal years other than the packaged FY2026")
 
 
 class _Progress(logging.Handler):
@@ -89,7 +96,9 @@ class _Progress(logging.Handler):
             print(f"[{time.monotonic() - self.start:6.1f}s] {text}", flush=True)
 
 
-def run_audit(files, workdir: Path, period: str | None, max_rejected_share: float = 0.5) -> dict:
+def run_audit(files, workdir: Path, period: str | None, max_rejected_share: float = 0.5,
+              base_rate: float | None = None, rates_config: Path | None = None,
+              weights_dir: Path | None = None) -> dict:
     """Run the audit job in-process for one period; returns summary.json's content."""
     import dagster as dg
 
@@ -98,7 +107,8 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
     from pipelines.definitions import build_definitions
 
     period = period or current_period()
-    defs = build_definitions(workdir=workdir, max_rejected_share=max_rejected_share)
+    defs = build_definitions(workdir=workdir, max_rejected_share=max_rejected_share, base_rate=base_rate,
+                             rates_config=rates_config, weights_folder=weights_dir)
     job = defs.resolve_job_def("audit_job")
     config = {"ops": {"ingest": {"config": {k.replace("-", "_"): [str(p) for p in v]
                                             for k, v in files.items()}}}}
@@ -121,9 +131,9 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
                 error = event.step_failure_data.error
                 cause = error.cause or error
                 while cause.cause is not None and cause.cls_name not in (
-                        "InputError", "TooManyRejectedError"):
+                        "InputError", "TooManyRejectedError", "MissingWeightsError"):
                     cause = cause.cause
-                if cause.cls_name in ("InputError", "TooManyRejectedError"):
+                if cause.cls_name in ("InputError", "TooManyRejectedError", "MissingWeightsError"):
                     raise InputError(cause.message.split(": ", 1)[-1].strip())
                 raise RuntimeError(f"step {event.step_key} failed: {cause.cls_name}: {cause.message.strip()}")
         failed_checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
@@ -153,6 +163,8 @@ def _print_summary(summary: dict, workdir: Path) -> None:
     for key, value in summary.items():
         if isinstance(value, (int, float, str)) or value is None:
             print(f"  {key:28} {value}")
+        elif key == "extrapolation":
+            print(f"  {key:28} point {value['point']:,}, 90% CI {value['lower_90']:,} to {value['upper_90']:,}")
     print(f"Warehouse: {workdir / 'warehouse.duckdb'}")
 
 
@@ -166,13 +178,17 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "demo":
             paths = _generate(args, args.workdir / "input")
-            files = {"claims": [paths["claims"]], "reviews": [paths["reviews"]]}
-            summary = run_audit(files, args.workdir, args.period)
+            # The demo's claims file is the whole universe the audit sample was drawn from.
+            files = {"claims": [paths["claims"]], "reviews": [paths["reviews"]], "universe": [paths["claims"]]}
+            summary = run_audit(files, args.workdir, args.period, args.max_rejected_share, args.base_rate,
+                                args.rates_config, args.weights_dir)
         else:
             files = {"claims": args.claims, "reviews": args.reviews,
                      "claim-diagnoses": args.claim_diagnoses, "claim-procedures": args.claim_procedures,
-                     "review-diagnoses": args.review_diagnoses, "review-procedures": args.review_procedures}
-            summary = run_audit(files, args.workdir, args.period, args.max_rejected_share)
+                     "review-diagnoses": args.review_diagnoses, "review-procedures": args.review_procedures,
+                     "universe": args.universe}
+            summary = run_audit(files, args.workdir, args.period, args.max_rejected_share, args.base_rate,
+                                args.rates_config, args.weights_dir)
         _print_summary(summary, args.workdir)
         return EXIT_OK
     except InputError as exc:

@@ -22,6 +22,7 @@ class InputFiles:
     claim_procedures: list[Path] = field(default_factory=list)
     review_diagnoses: list[Path] = field(default_factory=list)
     review_procedures: list[Path] = field(default_factory=list)
+    universe: list[Path] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, list[str]]:
         return {k: [str(p) for p in v] for k, v in self.__dict__.items() if v}

@@ -1,0 +1,35 @@
+"""Revenue assets: `claim_regroup`, `regroup_findings`, `revenue_impact`, `revenue_extrapolation`."""
+
+import dagster as dg
+
+from assets.resources import WAREHOUSE_POOL, AuditSettings, WarehouseResource, audit_periods
+from audits.grouping import MsdrgAdapter
+from audits.periods import build_for_period
+from audits.regroup import build_extrapolation, build_regroup
+
+REVENUE_TABLES = ("claim_regroup", "regroup_findings", "revenue_impact", "revenue_extrapolation")
+
+
+@dg.multi_asset(
+    specs=[dg.AssetSpec(t, kinds={"duckdb"}, group_name="revenue",
+                        deps=["claims", "reviews", "claim_codes", "universe"]) for t in REVENUE_TABLES],
+    partitions_def=audit_periods, pool=WAREHOUSE_POOL)
+def revenue(context: dg.AssetExecutionContext, warehouse: WarehouseResource, settings: AuditSettings):
+    """Both sides of every audited claim through the MS-DRG grouper of its discharge date, priced
+    with Table 5 weights, and the delta extrapolated to the universe when one was loaded."""
+    grouper = MsdrgAdapter(mode="threads")  # threads: no fork inside the Dagster process
+    rate_config = settings.rate_config()
+    figures: dict = {}
+
+    def build(con) -> None:
+        figures.update(build_regroup(con, grouper, rate_config, settings.weights_folder or None))
+        figures["extrapolation"] = build_extrapolation(con)
+
+    with warehouse.get_connection() as con:
+        counts = build_for_period(con, context.partition_key, ("claims", "reviews", "claim_codes", "universe"),
+                                  REVENUE_TABLES, build)
+    context.log.info(f"regrouped {counts['claim_regroup']:,} audited claims with {grouper.version_string} "
+                     f"({grouper.last_run.get('distinct_code_sets', 0):,} distinct code sets); net "
+                     f"{figures['net_amount']:,.2f}")
+    for table in REVENUE_TABLES:
+        yield dg.MaterializeResult(asset_key=table, metadata={"rows": counts[table]})

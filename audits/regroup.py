@@ -1,0 +1,234 @@
+"""Regrouping and revenue impact of the audited claims.
+
+Both sides of every audited claim go through the grouper of the MS-DRG version in force at
+discharge; each side is priced (Table 5 weight x base rate x payer multiplier); the delta is
+audited - original. Tables: `claim_regroup` (one row per audited claim), `regroup_findings`
+(ungroupable sides, billed-DRG mismatches, POA handling, unpriced claims: nothing dropped
+silently) and `revenue_impact` (totals by facility, service line, payer, coder, month, DRG family).
+
+POA on the audited side: a review that leaves a POA blank for a code the claim already carried
+inherits the claim's POA for that code (auditors re-review codes, rarely re-key POA); otherwise the
+grouper's POA policy applies (see audits.grouping).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from audits.codes import fiscal_year_sql
+from audits.grouping import INPUT_COLUMNS, Grouper
+from audits.pricing import RateConfig, price_claims, regroup_delta, revenue_by, revenue_totals
+from audits.weights import drg_family, load_weights
+
+BREAKDOWNS = {"facility": "facility_id", "service_line": "service_line", "payer": "payer",
+              "coder": "coder_id", "audit_month": "discharge_month", "drg_family": "drg_family"}
+
+_SIDES_SQL = f"""
+WITH audited AS (
+    SELECT c.*, r.discharge_status AS review_status
+    FROM claims c JOIN reviews r USING (claim_id)
+),
+codes AS (SELECT cc.* FROM claim_codes cc SEMI JOIN audited a USING (claim_id)),
+filled AS (
+    SELECT c.claim_id, c.side, c.kind, c.position, c.code,
+           CASE WHEN c.side = 'audited' AND c.kind = 'dx' THEN coalesce(c.poa, o.poa) ELSE c.poa END AS poa
+    FROM codes c
+    LEFT JOIN (SELECT claim_id, code, any_value(poa) AS poa FROM codes
+               WHERE side = 'original' AND kind = 'dx' GROUP BY ALL) o
+      ON c.side = 'audited' AND c.kind = 'dx' AND o.claim_id = c.claim_id AND o.code = c.code
+),
+lists AS (
+    SELECT claim_id, side,
+           list(code ORDER BY position) FILTER (WHERE kind = 'dx') AS dx,
+           list(coalesce(poa, '') ORDER BY position) FILTER (WHERE kind = 'dx') AS poa,
+           coalesce(list(code ORDER BY position) FILTER (WHERE kind = 'px'), []) AS px
+    FROM filled GROUP BY ALL
+)
+SELECT a.claim_id || '|' || l.side AS key, a.claim_id, l.side, a.drg_version AS version, a.age, a.sex,
+       CASE WHEN l.side = 'audited' THEN coalesce(a.review_status, a.discharge_status)
+            ELSE a.discharge_status END AS discharge_status,
+       l.dx, l.poa, l.px, false AS hospital_poa_exempt,
+       {fiscal_year_sql('a.discharge_date')} AS fiscal_year, a.facility_id, a.payer, a.coder_id,
+       a.service_line, a.billed_drg, strftime(a.discharge_date, '%Y-%m') AS discharge_month
+FROM audited a JOIN lists l USING (claim_id)
+WHERE l.dx IS NOT NULL
+ORDER BY a.claim_id, l.side
+"""
+
+# Table shapes, so a period without audited claims still gets (empty) tables.
+EMPTY_SCHEMAS = {
+    "claim_regroup": (
+        "claim_id VARCHAR, drg_version INTEGER, fiscal_year BIGINT, facility_id VARCHAR, payer VARCHAR, "
+        "coder_id VARCHAR, service_line VARCHAR, billed_drg VARCHAR, discharge_month VARCHAR, base_rate DOUBLE, "
+        "payer_multiplier DOUBLE, original_drg VARCHAR, original_mdc VARCHAR, original_weight DOUBLE, "
+        "original_payment DOUBLE, original_principal_dx VARCHAR, original_discharge_status VARCHAR, "
+        "audited_drg VARCHAR, audited_mdc VARCHAR, audited_weight DOUBLE, audited_payment DOUBLE, "
+        "audited_principal_dx VARCHAR, audited_discharge_status VARCHAR, delta DOUBLE, direction VARCHAR, "
+        "drg_changed BOOLEAN, change_drivers VARCHAR, original_return_code VARCHAR, original_mcc_codes VARCHAR, "
+        "original_cc_codes VARCHAR, audited_return_code VARCHAR, audited_mcc_codes VARCHAR, "
+        "audited_cc_codes VARCHAR, drg_family VARCHAR, billed_drg_mismatch BOOLEAN, grouper VARCHAR"),
+    "regroup_findings": "claim_id VARCHAR, side VARCHAR, finding VARCHAR, detail VARCHAR",
+    "revenue_impact": (
+        "breakdown VARCHAR, breakdown_value VARCHAR, claims BIGINT, changed BIGINT, upgraded BIGINT, "
+        "downgraded BIGINT, underpaid_amount DOUBLE, overpaid_amount DOUBLE, net_amount DOUBLE"),
+}
+
+_SIDE_COLUMNS = ["claim_id", "drg", "mdc", "weight", "payment", "mcc_codes", "cc_codes", "drg_px_codes",
+                 "principal_dx", "discharge_status", "return_code", "poa_policy"]
+
+
+def _joined(values: pd.Series) -> pd.Series:
+    """List cells -> 'A B C' text (one space), so tables and CSV exports read plainly."""
+    return pd.Series([" ".join(str(v) for v in cell) if cell is not None and len(cell) else ""
+                      for cell in values], index=values.index, dtype="string")
+
+
+def build_regroup(con: duckdb.DuckDBPyConnection, grouper: Grouper, rate_config: RateConfig,
+                  weights_dir: str | Path | None = None) -> dict:
+    """(Re)create `claim_regroup`, `regroup_findings` and `revenue_impact`; return headline figures."""
+    sides = con.execute(_SIDES_SQL).df()
+    if sides.empty:
+        for name, columns in EMPTY_SCHEMAS.items():
+            con.execute(f"CREATE OR REPLACE TABLE {name} ({columns})")
+        return revenue_summary_from_frame(con.execute("SELECT * FROM claim_regroup").df()) | {
+            "weights_fiscal_years": []}
+    for column in ("dx", "poa", "px"):
+        sides[column] = sides[column].map(lambda v: list(v) if v is not None else [])
+    grouped = grouper.group_many(sides[INPUT_COLUMNS]).drop(columns=["key"])
+    frame = pd.concat([sides.reset_index(drop=True), grouped.reset_index(drop=True)], axis=1)
+    frame["principal_dx"] = frame["dx"].map(lambda v: v[0] if len(v) else None)
+
+    years = frame["fiscal_year"].dropna().astype(int).value_counts().to_dict()
+    weights = load_weights(years, extra_dir=weights_dir) if years else load_weights([2026])
+    priced = price_claims(frame, weights, rate_config)
+
+    original = priced[priced["side"] == "original"][_SIDE_COLUMNS]
+    audited = priced[priced["side"] == "audited"][_SIDE_COLUMNS]
+    per_claim = regroup_delta(original, audited)
+
+    header = priced[priced["side"] == "original"][
+        ["claim_id", "version", "fiscal_year", "facility_id", "payer", "coder_id", "service_line",
+         "billed_drg", "discharge_month", "base_rate", "payer_multiplier"]]
+    extra = pd.DataFrame({
+        "claim_id": original["claim_id"].to_numpy(),
+        "original_return_code": original["return_code"].to_numpy(),
+        "original_mcc_codes": _joined(original["mcc_codes"]).to_numpy(),
+        "original_cc_codes": _joined(original["cc_codes"]).to_numpy(),
+    }).merge(pd.DataFrame({
+        "claim_id": audited["claim_id"].to_numpy(),
+        "audited_return_code": audited["return_code"].to_numpy(),
+        "audited_mcc_codes": _joined(audited["mcc_codes"]).to_numpy(),
+        "audited_cc_codes": _joined(audited["cc_codes"]).to_numpy(),
+    }), on="claim_id", how="outer")
+    out = header.merge(per_claim, on="claim_id", how="inner").merge(extra, on="claim_id", how="left")
+    titles = weights.drop_duplicates(["fiscal_year", "drg"]).set_index(["fiscal_year", "drg"])["title"]
+    keys = list(zip(out["fiscal_year"].astype(int), out["original_drg"].astype("string").fillna("")))
+    out["drg_family"] = [drg_family(titles.get(k, "")) or None for k in keys]
+    out["change_drivers"] = out["change_drivers"].map(lambda v: "; ".join(v))
+    out["billed_drg_mismatch"] = out["billed_drg"].notna() & out["original_drg"].notna() & (
+        out["billed_drg"].astype("string") != out["original_drg"].astype("string"))
+    out["grouper"] = getattr(grouper, "version_string", getattr(grouper, "name", "grouper"))
+    out = out.rename(columns={"version": "drg_version"})
+
+    findings = _findings(priced, out)
+    impact = _impact(out)
+    for name, table in (("claim_regroup", out), ("regroup_findings", findings), ("revenue_impact", impact)):
+        con.register(f"{name}_frame", table)
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {name}_frame")
+        con.unregister(f"{name}_frame")
+    return revenue_summary_from_frame(out) | {"weights_fiscal_years": sorted(int(y) for y in years)}
+
+
+def revenue_summary_from_frame(out: pd.DataFrame) -> dict:
+    totals = revenue_totals(out)
+    n = len(out)
+    mismatch = out["billed_drg_mismatch"].astype(bool)
+    has_billed = out["billed_drg"].notna()
+    totals["billed_drg_mismatch_rate"] = round(float(mismatch.sum()) / int(has_billed.sum()), 6) \
+        if int(has_billed.sum()) else None
+    totals["audited_claims_regrouped"] = n
+    return totals
+
+
+def _findings(priced: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
+    parts = []
+    bad = priced[priced["return_code"] != "OK"]
+    parts.append(pd.DataFrame({"claim_id": bad["claim_id"], "side": bad["side"], "finding": "ungroupable",
+                               "detail": "grouper return code " + bad["return_code"].astype(str)}))
+    policy = priced[priced["poa_policy"].notna() & (priced["poa_policy"] != "given")]
+    parts.append(pd.DataFrame({"claim_id": policy["claim_id"], "side": policy["side"], "finding": "poa_handling",
+                               "detail": policy["poa_policy"].astype(str) + " " +
+                               _joined(policy["poa_filled_codes"])}))
+    mismatch = out[out["billed_drg_mismatch"]]
+    parts.append(pd.DataFrame({"claim_id": mismatch["claim_id"], "side": "original",
+                               "finding": "billed_drg_mismatch",
+                               "detail": "billed " + mismatch["billed_drg"].astype(str) + ", regrouped "
+                               + mismatch["original_drg"].astype(str) + " (MS-DRG v"
+                               + (mismatch["drg_version"] / 10).map(lambda v: f"{v:.1f}") + ")"}))
+    unpriced = out[out["direction"] == "not_priced"]
+    parts.append(pd.DataFrame({"claim_id": unpriced["claim_id"], "side": "both", "finding": "not_priced",
+                               "detail": "no payment on one side (ungroupable or no weight); left out of the totals"}))
+    return pd.concat(parts, ignore_index=True).astype({"claim_id": "string", "side": "string",
+                                                       "finding": "string", "detail": "string"})
+
+
+def _impact(out: pd.DataFrame) -> pd.DataFrame:
+    parts = []
+    frame = out.assign(all="all")
+    for breakdown, column in {"all": "all", **BREAKDOWNS}.items():
+        grouped = revenue_by(frame.assign(**{column: frame[column].astype("string").fillna("(missing)")}), column)
+        grouped = grouped.rename(columns={column: "breakdown_value"})
+        grouped.insert(0, "breakdown", breakdown)
+        parts.append(grouped)
+    return pd.concat(parts, ignore_index=True)
+
+
+def build_extrapolation(con: duckdb.DuckDBPyConnection) -> dict | None:
+    """(Re)create `revenue_extrapolation` from `claim_regroup` and the period's `universe`.
+
+    The audited claims found in the universe are taken as its probability sample (simple random, or
+    stratified by the universe's `stratum` where it is filled). A claim that could not be priced
+    counts as a zero delta and is reported (`not_priced_in_sample`). Returns the summary block
+    {point, lower_90, upper_90, ...} or None without a universe.
+    """
+    from audits.extrapolation import extrapolate_delta
+
+    universe = con.execute("""SELECT coalesce(stratum, '(all)') AS stratum, count(*) AS universe_count
+                              FROM universe GROUP BY 1 ORDER BY 1""").df()
+    columns = ["measure", "stratum", "universe_count", "sample_count", "point", "lower_90", "upper_90",
+               "standard_error", "distribution", "degrees_of_freedom", "not_priced_in_sample",
+               "audited_not_in_universe"]
+    if universe.empty:
+        con.execute("CREATE OR REPLACE TABLE revenue_extrapolation AS SELECT * FROM (SELECT "
+                    + ", ".join(f"CAST(NULL AS VARCHAR) AS {c}" for c in columns) + ") WHERE false")
+        return None
+    sample = con.execute("""
+        SELECT r.claim_id, coalesce(u.stratum, '(all)') AS stratum, coalesce(r.delta, 0) AS delta,
+               r.delta IS NULL AS not_priced
+        FROM claim_regroup r JOIN universe u USING (claim_id)""").df()
+    outside = int(con.execute("SELECT count(*) FROM claim_regroup WHERE claim_id NOT IN "
+                              "(SELECT claim_id FROM universe)").fetchall()[0][0])
+    stratified = len(universe) > 1
+    counts = dict(zip(universe["stratum"], universe["universe_count"].astype(int)))
+    result = extrapolate_delta(sample, counts if stratified else int(universe["universe_count"].sum()),
+                               stratum="stratum" if stratified else None)
+    not_priced = int(sample["not_priced"].sum())
+    rows = []
+    for measure, block in (("net_delta", result), ("overpayment", result["overpayment"])):
+        rows.append({"measure": measure, "stratum": "all", "universe_count": result["universe_count"],
+                     "sample_count": result["sample_count"], "point": block["point"],
+                     "lower_90": block["lower_90"], "upper_90": block["upper_90"],
+                     "standard_error": result["standard_error"], "distribution": result["distribution"],
+                     "degrees_of_freedom": result["degrees_of_freedom"], "not_priced_in_sample": not_priced,
+                     "audited_not_in_universe": outside})
+    table = pd.DataFrame(rows, columns=columns)
+    con.register("extrapolation_frame", table)
+    con.execute("CREATE OR REPLACE TABLE revenue_extrapolation AS SELECT * FROM extrapolation_frame")
+    con.unregister("extrapolation_frame")
+    return {"point": result["point"], "lower_90": result["lower_90"], "upper_90": result["upper_90"],
+            "overpayment_lower_90": result["overpayment"]["lower_90"],
+            "universe_claims": result["universe_count"], "sample_claims": result["sample_count"],
+            "stratified": stratified, "distribution": result["distribution"]}

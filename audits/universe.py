@@ -1,0 +1,71 @@
+"""The claims universe: the population an audit sample was drawn from (optional input).
+
+Same columns as claims (codes are not needed for extrapolation and are not loaded), with a
+`stratum` column where the sample was stratified. Used for extrapolation and sampling.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from audits.readers.base import _quote_ident, read_raw, require_columns
+from audits.validation import Rule, _gx, discharge_status_sql, drg_sql, parse_date_sql, run_expectations
+
+UNIVERSE_COLUMNS = ("claim_id", "facility_id", "admit_date", "discharge_date", "discharge_status", "age", "sex",
+                    "payer", "coder_id", "service_line", "billed_drg", "stratum")
+
+
+def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> pd.DataFrame:
+    """Read the universe file(s) into TEMP table `ok_universe`; return the quarantined rows."""
+    con.execute("""CREATE OR REPLACE TEMP TABLE stg_universe (_source_file VARCHAR, _source_row BIGINT,
+                   claim_id VARCHAR, facility_id VARCHAR, admit_date VARCHAR, discharge_date VARCHAR,
+                   discharge_status VARCHAR, age VARCHAR, sex VARCHAR, payer VARCHAR, coder_id VARCHAR,
+                   service_line VARCHAR, billed_drg VARCHAR, stratum VARCHAR)""")
+    for i, path in enumerate(paths):
+        raw = f"raw_universe_{i}"
+        columns = read_raw(con, path, raw)
+        require_columns(columns, ("claim_id",), path)
+        select = ", ".join(_quote_ident(c) if c in columns else f"CAST(NULL AS VARCHAR) AS {c}"
+                           for c in UNIVERSE_COLUMNS)
+        con.execute(f"INSERT INTO stg_universe SELECT _source_file, _source_row, {select} FROM {raw}")
+        con.execute(f"DROP TABLE {raw}")
+    e = _gx().expectations
+    rules = [
+        Rule("required_value_missing", "claim_id", "claim_id is required and is blank",
+             lambda: e.ExpectColumnValuesToNotBeNull(column="claim_id")),
+        Rule("duplicate_claim_id", "claim_id", "claim_id appears more than once in the universe",
+             lambda: e.ExpectColumnValuesToBeUnique(column="claim_id")),
+        Rule("invalid_date", "discharge_date", "discharge_date is not a date (use YYYY-MM-DD)",
+             lambda: e.ExpectColumnValuesToBeInSet(column="discharge_date_ok", value_set=[True])),
+    ]
+    frame = con.execute(f"""SELECT _source_file, _source_row, claim_id,
+        discharge_date IS NULL OR {parse_date_sql('discharge_date')} IS NOT NULL AS discharge_date_ok
+        FROM stg_universe""").df()
+    failures = run_expectations("universe_rows", frame, rules, ["_source_file", "_source_row"])
+    columns = ["entity", "source_file", "row", "claim_id", "column", "rule", "value", "reason"]
+    if failures.empty:
+        rejections = pd.DataFrame(columns=columns)
+    else:
+        con.register("universe_failures", failures)
+        rejections = con.execute("""
+            SELECT 'universe' AS entity, f._source_file AS source_file, f._source_row AS "row", s.claim_id,
+                   f."column", f.rule,
+                   CASE f."column" WHEN 'claim_id' THEN s.claim_id ELSE s.discharge_date END AS value, f.reason
+            FROM universe_failures f JOIN stg_universe s USING (_source_file, _source_row)""").df()
+        con.unregister("universe_failures")
+    con.register("universe_rejected", rejections[["source_file", "row"]])
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE ok_universe AS
+        SELECT s.claim_id, s.facility_id, {parse_date_sql('s.admit_date')} AS admit_date,
+               {parse_date_sql('s.discharge_date')} AS discharge_date,
+               {discharge_status_sql('s.discharge_status')} AS discharge_status,
+               TRY_CAST(s.age AS INTEGER) AS age, upper(s.sex) AS sex, s.payer, s.coder_id, s.service_line,
+               {drg_sql('s.billed_drg')} AS billed_drg, s.stratum,
+               s._source_file AS source_file, s._source_row AS source_row
+        FROM stg_universe s
+        ANTI JOIN universe_rejected r ON r.source_file = s._source_file AND r."row" = s._source_row""")
+    con.unregister("universe_rejected")
+    return rejections[columns]
