@@ -157,17 +157,16 @@ def _findings(priced: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
     parts = []
     bad = priced[priced["return_code"] != "OK"]
     parts.append(pd.DataFrame({"claim_id": bad["claim_id"], "side": bad["side"], "finding": "ungroupable",
-                               "detail": "grouper return code " + bad["return_code"].astype(str)}))
+                               "detail": [f"grouper return code {c}" for c in bad["return_code"]]}))
     policy = priced[priced["poa_policy"].notna() & (priced["poa_policy"] != "given")]
     parts.append(pd.DataFrame({"claim_id": policy["claim_id"], "side": policy["side"], "finding": "poa_handling",
-                               "detail": policy["poa_policy"].astype(str) + " " +
-                               _joined(policy["poa_filled_codes"])}))
+                               "detail": [f"{p} {c}".strip() for p, c in
+                                          zip(policy["poa_policy"], _joined(policy["poa_filled_codes"]))]}))
     mismatch = out[out["billed_drg_mismatch"]]
-    parts.append(pd.DataFrame({"claim_id": mismatch["claim_id"], "side": "original",
-                               "finding": "billed_drg_mismatch",
-                               "detail": "billed " + mismatch["billed_drg"].astype(str) + ", regrouped "
-                               + mismatch["original_drg"].astype(str) + " (MS-DRG v"
-                               + (mismatch["drg_version"] / 10).map(lambda v: f"{v:.1f}") + ")"}))
+    parts.append(pd.DataFrame({
+        "claim_id": mismatch["claim_id"], "side": "original", "finding": "billed_drg_mismatch",
+        "detail": [f"billed {b}, regrouped {o} (MS-DRG v{v / 10:.1f})" for b, o, v in
+                   zip(mismatch["billed_drg"], mismatch["original_drg"], mismatch["drg_version"])]}))
     unpriced = out[out["direction"] == "not_priced"]
     parts.append(pd.DataFrame({"claim_id": unpriced["claim_id"], "side": "both", "finding": "not_priced",
                                "detail": "no payment on one side (ungroupable or no weight); left out of the totals"}))
