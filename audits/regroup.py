@@ -101,7 +101,7 @@ def build_regroup(con: duckdb.DuckDBPyConnection, grouper: Grouper, rate_config:
     frame = pd.concat([sides.reset_index(drop=True), grouped.reset_index(drop=True)], axis=1)
     frame["principal_dx"] = frame["dx"].map(lambda v: v[0] if len(v) else None)
 
-    years = frame["fiscal_year"].dropna().astype(int).value_counts().to_dict()
+    years = frame.loc[frame["side"] == "original", "fiscal_year"].dropna().astype(int).value_counts().to_dict()
     weights = load_weights(years, extra_dir=weights_dir) if years else load_weights([2026])
     priced = price_claims(frame, weights, rate_config)
 

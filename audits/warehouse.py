@@ -13,7 +13,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import os
+
 import duckdb
+
+# DuckDB takes up to 80% of RAM by default; a cap makes large loads spill to disk instead, which
+# keeps a 1M-claim load under 3 GB (benchmarks/ingest.py). CODING_AUDIT_DUCKDB_MEMORY overrides.
+MEMORY_LIMIT = os.environ.get("CODING_AUDIT_DUCKDB_MEMORY", "1536MB")
+
+
+def connection_config() -> dict:
+    return {"memory_limit": MEMORY_LIMIT}
 
 SCHEMA = {
     "loads": """
@@ -53,7 +63,7 @@ def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDB
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = duckdb.connect(str(path), read_only=read_only, config=connection_config())
     try:
         yield con
     finally:

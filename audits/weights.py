@@ -44,7 +44,7 @@ class MissingWeightsError(InputError):
             count = self.claims_affected.get(fy)
             parts.append(f"FY {fy}" + (f" ({count:,} claims affected)" if count is not None else ""))
         where = (f"into the weights folder {self.extra_dir}" if self.extra_dir
-                 else "into a weights folder and configure it (no weights folder is configured)")
+                 else "into a folder and pass it with --weights-dir (or set CODING_AUDIT_WEIGHTS)")
         which = "that fiscal year" if len(self.fiscal_years) == 1 else "each of them"
         message = (
             f"No MS-DRG relative weights for {', '.join(parts)}. Drop the CMS IPPS Final Rule "

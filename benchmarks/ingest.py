@@ -32,7 +32,8 @@ STAGE = textwrap.dedent("""
         import duckdb
         from audits.ingest import load
         from audits.readers import InputFiles
-        con = duckdb.connect(out + "/warehouse.duckdb")
+        from audits.warehouse import connection_config
+        con = duckdb.connect(out + "/warehouse.duckdb", config=connection_config())
         result = load(con, InputFiles(claims=[out + "/claims.csv"], reviews=[out + "/reviews.csv"]), "2026-11")
         figures.update(claims_loaded=result.claims_loaded, reviews_loaded=result.reviews_loaded,
                        rejected_rows=int(len(result.rejections)))

@@ -19,6 +19,7 @@ from assets.ingest import ingest as ingest_assets
 from assets.revenue import REVENUE_TABLES, revenue
 from assets.resources import AuditSettings, audit_periods, WarehouseResource
 from assets.summary import run_summary
+from audits.warehouse import connection_config
 
 ASSETS = [ingest_assets, coding_comparison, revenue, run_summary]
 CHECKS = [*published_table_checks]
@@ -90,7 +91,8 @@ def build_definitions(workdir: str | Path | None = None, drop_folder: str | Path
         assets=ASSETS, asset_checks=CHECKS, jobs=[audit_job], schedules=[monthly_audit_schedule],
         sensors=[reviews_drop_sensor],
         resources={
-            "warehouse": WarehouseResource(database=str(workdir / "warehouse.duckdb")),
+            "warehouse": WarehouseResource(database=str(workdir / "warehouse.duckdb"),
+                                           connection_config=connection_config()),
             "settings": AuditSettings(
                 workdir=str(workdir), drop_folder=str(drop), max_rejected_share=max_rejected_share,
                 rates_config=str(rates_config or os.environ.get("CODING_AUDIT_RATES", "")),
