@@ -106,3 +106,14 @@ def worklist(sample: pd.DataFrame, columns: list[str] | None = None) -> pd.DataF
                "payer", "service_line", "billed_drg", "stratum"]
     cols = [c for c in (columns or default) if c in sample and c != "patient_id"]
     return sample.sort_values("selection_order")[cols].reset_index(drop=True)
+
+
+def draw_from_warehouse(con, audit_period: str, sample_size: int, seed: int,
+                        stratify: bool = False) -> tuple[pd.DataFrame, dict]:
+    """Draw the next audit sample from the period's loaded universe."""
+    universe = con.execute("""SELECT claim_id, facility_id, admit_date, discharge_date, payer, service_line,
+                                     billed_drg, stratum
+                              FROM universe WHERE audit_period = ?""", [audit_period]).df()
+    if universe.empty:
+        raise ValueError(f"no universe is loaded for audit period {audit_period}: load one with --universe")
+    return draw_sample(universe, sample_size, seed=seed, stratum="stratum" if stratify else None)
