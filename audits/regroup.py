@@ -199,10 +199,19 @@ def build_extrapolation(con: duckdb.DuckDBPyConnection) -> dict | None:
                               FROM universe GROUP BY 1 ORDER BY 1""").df()
     columns = ["measure", "stratum", "universe_count", "sample_count", "point", "lower_90", "upper_90",
                "standard_error", "distribution", "degrees_of_freedom", "not_priced_in_sample",
-               "audited_not_in_universe"]
+               "audited_not_in_universe", "note"]
+
+    def empty(note: str | None) -> None:
+        row = pd.DataFrame([{c: None for c in columns} | {"measure": "not_estimated", "stratum": "all",
+                                                          "note": note}], columns=columns)
+        table = row.iloc[:0] if note is None else row
+        con.register("extrapolation_frame", table.astype({"measure": "string", "stratum": "string",
+                                                          "note": "string", "distribution": "string"}))
+        con.execute("CREATE OR REPLACE TABLE revenue_extrapolation AS SELECT * FROM extrapolation_frame")
+        con.unregister("extrapolation_frame")
+
     if universe.empty:
-        con.execute("CREATE OR REPLACE TABLE revenue_extrapolation AS SELECT * FROM (SELECT "
-                    + ", ".join(f"CAST(NULL AS VARCHAR) AS {c}" for c in columns) + ") WHERE false")
+        empty(None)
         return None
     sample = con.execute("""
         SELECT r.claim_id, coalesce(u.stratum, '(all)') AS stratum, coalesce(r.delta, 0) AS delta,
@@ -212,8 +221,12 @@ def build_extrapolation(con: duckdb.DuckDBPyConnection) -> dict | None:
                               "(SELECT claim_id FROM universe)").fetchall()[0][0])
     stratified = len(universe) > 1
     counts = dict(zip(universe["stratum"], universe["universe_count"].astype(int)))
-    result = extrapolate_delta(sample, counts if stratified else int(universe["universe_count"].sum()),
-                               stratum="stratum" if stratified else None)
+    try:
+        result = extrapolate_delta(sample, counts if stratified else int(universe["universe_count"].sum()),
+                                   stratum="stratum" if stratified else None)
+    except ValueError as exc:  # e.g. no audited claim in the universe, or a stratum with fewer than 2
+        empty(f"not estimated: {exc}")
+        return None
     not_priced = int(sample["not_priced"].sum())
     rows = []
     for measure, block in (("net_delta", result), ("overpayment", result["overpayment"])):
@@ -222,7 +235,7 @@ def build_extrapolation(con: duckdb.DuckDBPyConnection) -> dict | None:
                      "lower_90": block["lower_90"], "upper_90": block["upper_90"],
                      "standard_error": result["standard_error"], "distribution": result["distribution"],
                      "degrees_of_freedom": result["degrees_of_freedom"], "not_priced_in_sample": not_priced,
-                     "audited_not_in_universe": outside})
+                     "audited_not_in_universe": outside, "note": None})
     table = pd.DataFrame(rows, columns=columns)
     con.register("extrapolation_frame", table)
     con.execute("CREATE OR REPLACE TABLE revenue_extrapolation AS SELECT * FROM extrapolation_frame")

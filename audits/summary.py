@@ -62,6 +62,9 @@ def revenue_summary(con: duckdb.DuckDBPyConnection) -> dict:
             "overpayment_demand_lower_90": over[2] if over else None}
     else:
         out["extrapolation"] = None
+        notes = con.execute("SELECT note FROM revenue_extrapolation WHERE note IS NOT NULL").fetchall()
+        if notes:
+            out["extrapolation_note"] = notes[0][0]
     graders = con.execute("SELECT DISTINCT grouper FROM claim_regroup").fetchall()
     out["grouper"] = graders[0][0] if graders else None
     years = con.execute("SELECT DISTINCT fiscal_year FROM claim_regroup ORDER BY 1").fetchall()

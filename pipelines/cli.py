@@ -39,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="the claims population the audit sample was drawn from (enables extrapolation)")
     _run_options(run)
 
+    sample = sub.add_parser("sample", help="draw the next audit sample from a claims universe")
+    sample.add_argument("--universe", nargs="+", type=Path, required=True, help="universe file(s)")
+    sample.add_argument("--size", type=int, required=True, help="claims to draw")
+    sample.add_argument("--seed", type=int, required=True, help="random seed (recorded; same seed, same sample)")
+    sample.add_argument("--stratify", action="store_true",
+                        help="stratified by the universe's `stratum` column, proportional allocation")
+    sample.add_argument("--out", type=Path, required=True, help="folder for worklist.csv and sample.json")
+
     demo = sub.add_parser("demo", help="generate demo data and run the audit on it")
     demo.add_argument("--workdir", type=Path, default=Path("demo-run"))
     _run_options(demo, workdir_required=False)
@@ -158,6 +166,32 @@ def _generate(args, out: Path, fmt: str = "csv") -> dict:
     return paths
 
 
+def _sample(args) -> None:
+    import duckdb
+
+    from audits.sampling import draw_sample, worklist
+    from audits.universe import stage_universe
+    from reports.exports import write_csv
+
+    con = duckdb.connect(":memory:")
+    rejected = stage_universe(con, args.universe)
+    if len(rejected):
+        first = rejected.iloc[0]
+        from audits.errors import InputError
+        raise InputError(f"{len(rejected)} universe rows are invalid ({first['reason']}); fix them first: a "
+                         "sampling frame must list each claim once", file=first["source_file"], row=int(first["row"]),
+                         column=first["column"])
+    universe = con.execute("SELECT * EXCLUDE (source_file, source_row) FROM ok_universe").df()
+    sample, description = draw_sample(universe, args.size, seed=args.seed,
+                                      stratum="stratum" if args.stratify else None)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(worklist(sample), args.out / "worklist.csv")
+    description["universe_files"] = [str(p) for p in args.universe]
+    (args.out / "sample.json").write_text(json.dumps(description, indent=2, default=str) + "\n")
+    print(f"drew {len(sample):,} of {description['universe_size']:,} claims ({description['method']}, "
+          f"seed {args.seed}): {args.out / 'worklist.csv'}")
+
+
 def _print_summary(summary: dict, workdir: Path) -> None:
     print("\nSummary (" + str(workdir / "summary.json") + ")")
     for key, value in summary.items():
@@ -175,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             _generate(args, args.out, args.format)
+            return EXIT_OK
+        if args.command == "sample":
+            _sample(args)
             return EXIT_OK
         if args.command == "demo":
             paths = _generate(args, args.workdir / "input")

@@ -17,16 +17,22 @@ from assets.compare import COMPARE_TABLES, coding_comparison
 from assets.ingest import INGEST_TABLES, published_table_checks
 from assets.ingest import ingest as ingest_assets
 from assets.revenue import REVENUE_TABLES, revenue
+from assets.sampling import audit_sample
 from assets.resources import AuditSettings, audit_periods, WarehouseResource
 from assets.summary import run_summary
 from audits.warehouse import connection_config
 
-ASSETS = [ingest_assets, coding_comparison, revenue, run_summary]
+ASSETS = [ingest_assets, coding_comparison, revenue, run_summary, audit_sample]
 CHECKS = [*published_table_checks]
 
 audit_job = dg.define_asset_job(
     "audit_job", selection=dg.AssetSelection.assets(*INGEST_TABLES, *COMPARE_TABLES, *REVENUE_TABLES, "run_summary"),
     description="Monthly audit: ingest and validate the period's files, then every downstream table.")
+
+
+sample_job = dg.define_asset_job(
+    "sample_job", selection=dg.AssetSelection.assets("audit_sample"),
+    description="Draw the next audit sample from the period's universe and write the auditors' worklist.")
 
 
 @dg.schedule(job=audit_job, cron_schedule="0 6 1 * *", execution_timezone="UTC",
@@ -88,7 +94,7 @@ def build_definitions(workdir: str | Path | None = None, drop_folder: str | Path
     drop = Path(drop_folder or os.environ.get("CODING_AUDIT_DROP", workdir / "drop"))
     workdir.mkdir(parents=True, exist_ok=True)
     return dg.Definitions(
-        assets=ASSETS, asset_checks=CHECKS, jobs=[audit_job], schedules=[monthly_audit_schedule],
+        assets=ASSETS, asset_checks=CHECKS, jobs=[audit_job, sample_job], schedules=[monthly_audit_schedule],
         sensors=[reviews_drop_sensor],
         resources={
             "warehouse": WarehouseResource(database=str(workdir / "warehouse.duckdb"),
