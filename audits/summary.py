@@ -36,9 +36,13 @@ def build_summary(con: duckdb.DuckDBPyConnection, audit_period: str, run_info: d
     from audits.periods import period_scope
 
     figures = ingest_summary(con, audit_period)
-    with period_scope(con, audit_period, ("error_rates", "claim_regroup", "revenue_extrapolation")):
+    from audits.flags import flag_summary
+
+    with period_scope(con, audit_period, ("error_rates", "claim_regroup", "revenue_extrapolation",
+                                          "upcoding_flags")):
         figures.update(error_rate_summary(con))
         figures.update(revenue_summary(con))
+        figures["upcoding_flags"] = flag_summary(con)
     figures.update(run_info or {})
     return figures
 

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"long layout: {name.replace('-', ' ')} file(s)")
     run.add_argument("--universe", nargs="+", type=Path, default=[],
                      help="the claims population the audit sample was drawn from (enables extrapolation)")
+    run.add_argument("--peers", nargs="+", type=Path, default=[],
+                     help="peer DRG discharge counts by provider (e.g. CMS Medicare Inpatient Hospitals by "
+                          "Provider and Service) for the facility target areas")
     _run_options(run)
 
     sample = sub.add_parser("sample", help="draw the next audit sample from a claims universe")
@@ -106,7 +109,7 @@ class _Progress(logging.Handler):
 
 def run_audit(files, workdir: Path, period: str | None, max_rejected_share: float = 0.5,
               base_rate: float | None = None, rates_config: Path | None = None,
-              weights_dir: Path | None = None) -> dict:
+              weights_dir: Path | None = None, peers: list | None = None) -> dict:
     """Run the audit job in-process for one period; returns summary.json's content."""
     import dagster as dg
 
@@ -116,7 +119,7 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
 
     period = period or current_period()
     defs = build_definitions(workdir=workdir, max_rejected_share=max_rejected_share, base_rate=base_rate,
-                             rates_config=rates_config, weights_folder=weights_dir)
+                             rates_config=rates_config, weights_folder=weights_dir, peers=peers)
     job = defs.resolve_job_def("audit_job")
     config = {"ops": {"ingest": {"config": {k.replace("-", "_"): [str(p) for p in v]
                                             for k, v in files.items()}}}}
@@ -197,9 +200,12 @@ def _print_summary(summary: dict, workdir: Path) -> None:
     for key, value in summary.items():
         if isinstance(value, (int, float, str)) or value is None:
             print(f"  {key:28} {value}")
+        elif key == "upcoding_flags":
+            print(f"  {key:28} " + ", ".join(f"{k} {v}" for k, v in value.items()))
         elif key == "extrapolation":
             print(f"  {key:28} point {value['point']:,}, 90% CI {value['lower_90']:,} to {value['upper_90']:,}")
     print(f"Warehouse: {workdir / 'warehouse.duckdb'}")
+    print(f"Reports:   {workdir / 'reports' / 'index.html'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                      "review-diagnoses": args.review_diagnoses, "review-procedures": args.review_procedures,
                      "universe": args.universe}
             summary = run_audit(files, args.workdir, args.period, args.max_rejected_share, args.base_rate,
-                                args.rates_config, args.weights_dir)
+                                args.rates_config, args.weights_dir, args.peers)
         _print_summary(summary, args.workdir)
         return EXIT_OK
     except InputError as exc:

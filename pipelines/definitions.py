@@ -16,17 +16,20 @@ import dagster as dg
 from assets.compare import COMPARE_TABLES, coding_comparison
 from assets.ingest import INGEST_TABLES, published_table_checks
 from assets.ingest import ingest as ingest_assets
+from assets.flags import FLAG_TABLES, upcoding
+from assets.reports import reports
 from assets.revenue import REVENUE_TABLES, revenue
 from assets.sampling import audit_sample
 from assets.resources import AuditSettings, audit_periods, WarehouseResource
 from assets.summary import run_summary
 from audits.warehouse import connection_config
 
-ASSETS = [ingest_assets, coding_comparison, revenue, run_summary, audit_sample]
+ASSETS = [ingest_assets, coding_comparison, revenue, upcoding, run_summary, reports, audit_sample]
 CHECKS = [*published_table_checks]
 
 audit_job = dg.define_asset_job(
-    "audit_job", selection=dg.AssetSelection.assets(*INGEST_TABLES, *COMPARE_TABLES, *REVENUE_TABLES, "run_summary"),
+    "audit_job", selection=dg.AssetSelection.assets(*INGEST_TABLES, *COMPARE_TABLES, *REVENUE_TABLES, *FLAG_TABLES,
+                                         "run_summary", "reports"),
     description="Monthly audit: ingest and validate the period's files, then every downstream table.")
 
 
@@ -89,7 +92,7 @@ def reviews_drop_sensor(context: dg.SensorEvaluationContext, settings: AuditSett
 def build_definitions(workdir: str | Path | None = None, drop_folder: str | Path | None = None,
                       max_rejected_share: float = 0.5, rates_config: str | Path | None = None,
                       weights_folder: str | Path | None = None,
-                      base_rate: float | None = None) -> dg.Definitions:
+                      base_rate: float | None = None, peers: list | None = None) -> dg.Definitions:
     workdir = Path(workdir or os.environ.get("CODING_AUDIT_WORKDIR", "work"))
     drop = Path(drop_folder or os.environ.get("CODING_AUDIT_DROP", workdir / "drop"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +106,7 @@ def build_definitions(workdir: str | Path | None = None, drop_folder: str | Path
                 workdir=str(workdir), drop_folder=str(drop), max_rejected_share=max_rejected_share,
                 rates_config=str(rates_config or os.environ.get("CODING_AUDIT_RATES", "")),
                 weights_folder=str(weights_folder or os.environ.get("CODING_AUDIT_WEIGHTS", "")),
-                base_rate=base_rate),
+                base_rate=base_rate, peers_files=[str(p) for p in (peers or [])]),
         })
 
 
