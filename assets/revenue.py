@@ -33,3 +33,26 @@ def revenue(context: dg.AssetExecutionContext, warehouse: WarehouseResource, set
                      f"{figures['net_amount']:,.2f}")
     for table in REVENUE_TABLES:
         yield dg.MaterializeResult(asset_key=table, metadata={"rows": counts[table]})
+
+
+@dg.asset_check(asset="claim_regroup", blocking=True, pool=WAREHOUSE_POOL,
+                description="every audited claim has a regroup row or a finding saying why not")
+def every_audited_claim_regrouped(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    from audits.quality import reconcile_regroup
+
+    with warehouse.get_connection() as con:
+        outcome = reconcile_regroup(con)
+    return dg.AssetCheckResult(passed=outcome["passed"], metadata=outcome["metadata"])
+
+
+@dg.asset_check(asset="revenue_impact", blocking=True, pool=WAREHOUSE_POOL,
+                description="revenue totals equal the sum of the claims' deltas, to the cent")
+def revenue_totals_reconcile(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    from audits.quality import reconcile_revenue
+
+    with warehouse.get_connection() as con:
+        outcome = reconcile_revenue(con)
+    return dg.AssetCheckResult(passed=outcome["passed"], metadata=outcome["metadata"])
+
+
+REVENUE_CHECKS = [every_audited_claim_regrouped, revenue_totals_reconcile]

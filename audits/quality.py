@@ -78,3 +78,38 @@ def published_checks(con: duckdb.DuckDBPyConnection, table: str) -> dict:
                 **{f"failed_{k}": int(v) for k, v in by_rule.items()}, **extra}
     return {"passed": not by_rule and not any(extra.values()), "metadata": metadata}
 
+
+
+def reconcile_regroup(con: duckdb.DuckDBPyConnection) -> dict:
+    """Every audited claim has a claim_regroup row or a finding explaining why not (all periods)."""
+    missing = con.execute("""
+        SELECT r.audit_period, r.claim_id FROM reviews r JOIN claims c USING (claim_id)
+        WHERE NOT EXISTS (SELECT 1 FROM claim_regroup g WHERE g.claim_id = r.claim_id
+                          AND g.audit_period = r.audit_period)
+          AND NOT EXISTS (SELECT 1 FROM regroup_findings f WHERE f.claim_id = r.claim_id
+                          AND f.audit_period = r.audit_period)
+        ORDER BY 1, 2""").fetchall()
+    audited = con.execute("SELECT count(*) FROM reviews r JOIN claims c USING (claim_id)").fetchall()[0][0]
+    return {"passed": not missing, "metadata": {
+        "audited_claims": int(audited), "without_regroup_or_finding": len(missing),
+        "examples": ", ".join(f"{p}:{c}" for p, c in missing[:10])}}
+
+
+def reconcile_revenue(con: duckdb.DuckDBPyConnection) -> dict:
+    """revenue_impact's overall totals equal the sums of the claims' deltas, to the cent, per period."""
+    rows = con.execute("""
+        WITH claims_sum AS (
+            SELECT audit_period, count(*) AS claims,
+                   sum(CASE WHEN delta > 0 THEN round(delta * 100) ELSE 0 END) AS under_cents,
+                   sum(CASE WHEN delta < 0 THEN -round(delta * 100) ELSE 0 END) AS over_cents
+            FROM claim_regroup GROUP BY 1),
+        impact AS (
+            SELECT audit_period, claims, round(underpaid_amount * 100) AS under_cents,
+                   round(overpaid_amount * 100) AS over_cents, round(net_amount * 100) AS net_cents
+            FROM revenue_impact WHERE breakdown = 'all')
+        SELECT coalesce(c.audit_period, i.audit_period), c.claims, i.claims, c.under_cents, i.under_cents,
+               c.over_cents, i.over_cents, i.net_cents
+        FROM claims_sum c FULL JOIN impact i USING (audit_period)""").fetchall()
+    bad = [r for r in rows if r[1] != r[2] or r[3] != r[4] or r[5] != r[6] or r[7] != (r[4] or 0) - (r[6] or 0)]
+    return {"passed": not bad, "metadata": {"periods_checked": len(rows),
+                                           "mismatched_periods": ", ".join(str(r[0]) for r in bad)}}

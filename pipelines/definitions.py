@@ -18,14 +18,14 @@ from assets.ingest import INGEST_TABLES, published_table_checks
 from assets.ingest import ingest as ingest_assets
 from assets.flags import FLAG_TABLES, upcoding
 from assets.reports import reports
-from assets.revenue import REVENUE_TABLES, revenue
+from assets.revenue import REVENUE_CHECKS, REVENUE_TABLES, revenue
 from assets.sampling import audit_sample
 from assets.resources import AuditSettings, audit_periods, WarehouseResource
 from assets.summary import run_summary
 from audits.warehouse import connection_config
 
 ASSETS = [ingest_assets, coding_comparison, revenue, upcoding, run_summary, reports, audit_sample]
-CHECKS = [*published_table_checks]
+CHECKS = [*published_table_checks, *REVENUE_CHECKS]
 
 audit_job = dg.define_asset_job(
     "audit_job", selection=dg.AssetSelection.assets(*INGEST_TABLES, *COMPARE_TABLES, *REVENUE_TABLES, *FLAG_TABLES,
