@@ -1,4 +1,4 @@
-"""The DuckDB warehouse: schema of the published tables and short-lived connections.
+"""The DuckDB warehouse: schema of the published tables and the connection settings.
 
 claim_id is unique in `claims` and `reviews` by construction (a load deletes what it replaces
 before inserting, in one transaction) and checked by an asset check; no PRIMARY KEY, because
@@ -8,10 +8,6 @@ One file; every writer opens it, works, and closes it (DuckDB allows one writer 
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
 
 import os
 
@@ -24,6 +20,7 @@ MEMORY_LIMIT = os.environ.get("CODING_AUDIT_DUCKDB_MEMORY", "1536MB")
 
 def connection_config() -> dict:
     return {"memory_limit": MEMORY_LIMIT}
+
 
 SCHEMA = {
     "loads": """
@@ -55,16 +52,3 @@ SCHEMA = {
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     for table, columns in SCHEMA.items():
         con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
-
-
-@contextmanager
-def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse for the duration of one step, then close it."""
-    path = Path(path)
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only, config=connection_config())
-    try:
-        yield con
-    finally:
-        con.close()
