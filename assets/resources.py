@@ -24,7 +24,8 @@ class AuditSettings(dg.ConfigurableResource):
     rates_config: str = ""      # TOML of base rates and payer multipliers ("" = documented defaults)
     weights_folder: str = ""    # extra CMS Table 5 files for fiscal years not packaged
     base_rate: Optional[float] = None  # what-if: one base rate for every facility
-    peers_files: list[str] = []  # DRG discharges by provider, for facility target-area peers
+    peers_files: list[str] = []
+    regroup_universe: bool = False  # regroup every claim, audited or not, to validate billed DRGs  # DRG discharges by provider, for facility target-area peers
 
     def rate_config(self):
         from audits.pricing import load_rate_config

@@ -56,3 +56,30 @@ def revenue_totals_reconcile(warehouse: WarehouseResource) -> dg.AssetCheckResul
 
 
 REVENUE_CHECKS = [every_audited_claim_regrouped, revenue_totals_reconcile]
+
+
+@dg.asset(deps=["claims", "claim_codes"], partitions_def=audit_periods, pool=WAREHOUSE_POOL,
+          kinds={"duckdb"}, group_name="revenue")
+def billed_drg_validation(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                          settings: AuditSettings) -> dg.MaterializeResult:
+    """With `regroup_universe` on (`coding-audit run --regroup-universe`): every claim of the period,
+    audited or not, regrouped; billed-DRG mismatches listed with the dollar difference."""
+    from audits.regroup import BILLED_VALIDATION_SCHEMA, build_billed_drg_validation
+
+    figures: dict = {"enabled": settings.regroup_universe}
+    grouper = MsdrgAdapter(mode="threads")
+    rate_config = settings.rate_config()
+
+    def build(con) -> None:
+        if settings.regroup_universe:
+            figures.update(build_billed_drg_validation(con, context.partition_key, grouper, rate_config,
+                                                       settings.weights_folder or None))
+        else:
+            con.execute(f"CREATE OR REPLACE TABLE billed_drg_validation ({BILLED_VALIDATION_SCHEMA})")
+
+    with warehouse.get_connection() as con:
+        build_for_period(con, context.partition_key, ("claims", "claim_codes"), ("billed_drg_validation",), build)
+    if settings.regroup_universe:
+        context.log.info(f"regrouped {figures['claims_regrouped']:,} claims: {figures['billed_drg_mismatches']:,} "
+                         f"billed-DRG mismatches, ${figures['billed_drg_mismatch_amount']:,.2f} at stake")
+    return dg.MaterializeResult(metadata={k: v for k, v in figures.items() if isinstance(v, (int, float, bool))})

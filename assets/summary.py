@@ -9,7 +9,7 @@ from audits.summary import build_summary, write_summary
 
 @dg.asset(deps=["claims", "reviews", "claim_codes", "rejected_rows", "code_diffs", "error_rates",
                 "coder_scorecard", "claim_regroup", "revenue_impact", "revenue_extrapolation",
-                "upcoding_flags"], partitions_def=audit_periods,
+                "upcoding_flags", "billed_drg_validation"], partitions_def=audit_periods,
           pool=WAREHOUSE_POOL, kinds={"json"}, group_name="reports")
 def run_summary(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
                 settings: AuditSettings) -> dg.MaterializeResult:

@@ -244,3 +244,61 @@ def build_extrapolation(con: duckdb.DuckDBPyConnection) -> dict | None:
             "overpayment_lower_90": result["overpayment"]["lower_90"],
             "universe_claims": result["universe_count"], "sample_claims": result["sample_count"],
             "stratified": stratified, "distribution": result["distribution"]}
+
+
+_ALL_CLAIMS_SQL = f"""
+WITH lists AS (
+    SELECT claim_id,
+           list(code ORDER BY position) FILTER (WHERE kind = 'dx') AS dx,
+           list(coalesce(poa, '') ORDER BY position) FILTER (WHERE kind = 'dx') AS poa,
+           coalesce(list(code ORDER BY position) FILTER (WHERE kind = 'px'), []) AS px
+    FROM claim_codes WHERE side = 'original' GROUP BY claim_id
+)
+SELECT c.claim_id AS key, c.claim_id, c.drg_version AS version, c.age, c.sex, c.discharge_status,
+       l.dx, l.poa, l.px, false AS hospital_poa_exempt, {fiscal_year_sql('c.discharge_date')} AS fiscal_year,
+       c.facility_id, c.payer, c.billed_drg
+FROM claims c JOIN lists l USING (claim_id)
+WHERE c.audit_period = $period AND l.dx IS NOT NULL
+"""
+
+BILLED_VALIDATION_SCHEMA = (
+    "claim_id VARCHAR, drg_version INTEGER, facility_id VARCHAR, payer VARCHAR, billed_drg VARCHAR, "
+    "regrouped_drg VARCHAR, return_code VARCHAR, billed_payment DOUBLE, regrouped_payment DOUBLE, "
+    "difference DOUBLE")
+
+
+def build_billed_drg_validation(con: duckdb.DuckDBPyConnection, audit_period: str, grouper: Grouper,
+                                rate_config: RateConfig, weights_dir: str | Path | None = None) -> dict:
+    """Regroup every claim of the period (audited or not) and list where the billed DRG differs from
+    the regrouped one, with the dollar difference (regrouped payment - billed payment; positive:
+    the claim was billed below what its codes support). Table `billed_drg_validation` (mismatches
+    and ungroupable claims only)."""
+    frame = con.execute(_ALL_CLAIMS_SQL, {"period": audit_period}).df()
+    if frame.empty:
+        con.execute(f"CREATE OR REPLACE TABLE billed_drg_validation ({BILLED_VALIDATION_SCHEMA})")
+        return {"claims_regrouped": 0, "billed_drg_mismatches": 0, "billed_drg_mismatch_amount": 0.0}
+    for column in ("dx", "poa", "px"):
+        frame[column] = frame[column].map(lambda v: list(v) if v is not None else [])
+    grouped = grouper.group_many(frame[INPUT_COLUMNS])
+    frame["regrouped_drg"] = grouped["drg"].to_numpy()
+    frame["return_code"] = grouped["return_code"].to_numpy()
+    years = frame["fiscal_year"].dropna().astype(int).value_counts().to_dict()
+    weights = load_weights(years, extra_dir=weights_dir)
+    mismatch = frame[(frame["billed_drg"].notna() & (frame["billed_drg"] != frame["regrouped_drg"]))
+                     | (frame["return_code"] != "OK")].copy()
+    billed = price_claims(mismatch, weights, rate_config, drg_col="billed_drg")["payment"]
+    regrouped = price_claims(mismatch, weights, rate_config, drg_col="regrouped_drg")["payment"]
+    mismatch["billed_payment"] = billed.to_numpy()
+    mismatch["regrouped_payment"] = regrouped.to_numpy()
+    mismatch["difference"] = ((mismatch["regrouped_payment"] * 100).round()
+                              - (mismatch["billed_payment"] * 100).round()) / 100
+    out = mismatch.rename(columns={"version": "drg_version"})[
+        ["claim_id", "drg_version", "facility_id", "payer", "billed_drg", "regrouped_drg", "return_code",
+         "billed_payment", "regrouped_payment", "difference"]]
+    con.register("billed_frame", out)
+    con.execute("CREATE OR REPLACE TABLE billed_drg_validation AS SELECT * FROM billed_frame")
+    con.unregister("billed_frame")
+    return {"claims_regrouped": int(len(frame)),
+            "billed_drg_mismatches": int((out["return_code"] == "OK").sum()),
+            "billed_drg_mismatch_amount": round(float(out["difference"].abs().sum(skipna=True)), 2),
+            "ungroupable_claims": int((out["return_code"] != "OK").sum())}

@@ -39,12 +39,24 @@ def build_summary(con: duckdb.DuckDBPyConnection, audit_period: str, run_info: d
     from audits.flags import flag_summary
 
     with period_scope(con, audit_period, ("error_rates", "claim_regroup", "revenue_extrapolation",
-                                          "upcoding_flags")):
+                                          "upcoding_flags", "billed_drg_validation")):
         figures.update(error_rate_summary(con))
         figures.update(revenue_summary(con))
         figures["upcoding_flags"] = flag_summary(con)
+        figures["billed_drg_validation"] = billed_validation_summary(con)
     figures.update(run_info or {})
     return figures
+
+
+def billed_validation_summary(con: duckdb.DuckDBPyConnection) -> dict | None:
+    """Whole-claims billed-DRG check (only when run with --regroup-universe; else None)."""
+    row = con.execute("""SELECT count(*) FILTER (WHERE return_code = 'OK'), count(*) FILTER (WHERE return_code <> 'OK'),
+                                coalesce(sum(abs(difference)), 0), coalesce(sum(difference), 0)
+                         FROM billed_drg_validation""").fetchall()[0]
+    if not row[0] and not row[1]:
+        return None
+    return {"mismatches": int(row[0]), "ungroupable": int(row[1]), "amount_at_stake": round(float(row[2]), 2),
+            "net_difference": round(float(row[3]), 2)}
 
 
 def revenue_summary(con: duckdb.DuckDBPyConnection) -> dict:

@@ -72,6 +72,8 @@ def _run_options(p: argparse.ArgumentParser, workdir_required: bool = True) -> N
     p.add_argument("--max-rejected-share", type=float, default=0.5,
                    help="stop without loading when more than this share of rows fails validation")
     p.add_argument("--base-rate", type=float, help="what-if: one base rate (USD) for every facility")
+    p.add_argument("--regroup-universe", action="store_true",
+                   help="regroup every claim, audited or not, and list billed-DRG mismatches with the dollar difference")
     p.add_argument("--rates-config", type=Path, help="TOML file of facility base rates and payer multipliers")
     p.add_argument("--weights-dir", type=Path,
                    help="folder of CMS Table 5 files for fiscal years other than the packaged FY2026")
@@ -109,7 +111,8 @@ class _Progress(logging.Handler):
 
 def run_audit(files, workdir: Path, period: str | None, max_rejected_share: float = 0.5,
               base_rate: float | None = None, rates_config: Path | None = None,
-              weights_dir: Path | None = None, peers: list | None = None) -> dict:
+              weights_dir: Path | None = None, peers: list | None = None,
+              regroup_universe: bool = False) -> dict:
     """Run the audit job in-process for one period; returns summary.json's content."""
     import dagster as dg
 
@@ -119,7 +122,8 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
 
     period = period or current_period()
     defs = build_definitions(workdir=workdir, max_rejected_share=max_rejected_share, base_rate=base_rate,
-                             rates_config=rates_config, weights_folder=weights_dir, peers=peers)
+                             rates_config=rates_config, weights_folder=weights_dir, peers=peers,
+                             regroup_universe=regroup_universe)
     job = defs.resolve_job_def("audit_job")
     config = {"ops": {"ingest": {"config": {k.replace("-", "_"): [str(p) for p in v]
                                             for k, v in files.items()}}}}
@@ -200,6 +204,8 @@ def _print_summary(summary: dict, workdir: Path) -> None:
     for key, value in summary.items():
         if isinstance(value, (int, float, str)) or value is None:
             print(f"  {key:28} {value}")
+        elif key == "billed_drg_validation" and value:
+            print(f"  {key:28} {value['mismatches']} mismatches, ${value['amount_at_stake']:,.2f} at stake")
         elif key == "upcoding_flags":
             print(f"  {key:28} " + ", ".join(f"{k} {v}" for k, v in value.items()))
         elif key == "extrapolation":
@@ -224,14 +230,14 @@ def main(argv: list[str] | None = None) -> int:
             # The demo's claims file is the whole universe the audit sample was drawn from.
             files = {"claims": [paths["claims"]], "reviews": [paths["reviews"]], "universe": [paths["claims"]]}
             summary = run_audit(files, args.workdir, args.period, args.max_rejected_share, args.base_rate,
-                                args.rates_config, args.weights_dir)
+                                args.rates_config, args.weights_dir, None, args.regroup_universe)
         else:
             files = {"claims": args.claims, "reviews": args.reviews,
                      "claim-diagnoses": args.claim_diagnoses, "claim-procedures": args.claim_procedures,
                      "review-diagnoses": args.review_diagnoses, "review-procedures": args.review_procedures,
                      "universe": args.universe}
             summary = run_audit(files, args.workdir, args.period, args.max_rejected_share, args.base_rate,
-                                args.rates_config, args.weights_dir, args.peers)
+                                args.rates_config, args.weights_dir, args.peers, args.regroup_universe)
         _print_summary(summary, args.workdir)
         return EXIT_OK
     except InputError as exc:

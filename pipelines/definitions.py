@@ -18,18 +18,19 @@ from assets.ingest import INGEST_TABLES, published_table_checks
 from assets.ingest import ingest as ingest_assets
 from assets.flags import FLAG_TABLES, upcoding
 from assets.reports import reports
-from assets.revenue import REVENUE_CHECKS, REVENUE_TABLES, revenue
+from assets.revenue import REVENUE_CHECKS, REVENUE_TABLES, billed_drg_validation, revenue
 from assets.sampling import audit_sample
 from assets.resources import AuditSettings, audit_periods, WarehouseResource
 from assets.summary import run_summary
 from audits.warehouse import connection_config
 
-ASSETS = [ingest_assets, coding_comparison, revenue, upcoding, run_summary, reports, audit_sample]
+ASSETS = [ingest_assets, coding_comparison, revenue, billed_drg_validation, upcoding, run_summary, reports,
+          audit_sample]
 CHECKS = [*published_table_checks, *REVENUE_CHECKS]
 
 audit_job = dg.define_asset_job(
     "audit_job", selection=dg.AssetSelection.assets(*INGEST_TABLES, *COMPARE_TABLES, *REVENUE_TABLES, *FLAG_TABLES,
-                                         "run_summary", "reports"),
+                                         "billed_drg_validation", "run_summary", "reports"),
     description="Monthly audit: ingest and validate the period's files, then every downstream table.")
 
 
@@ -92,7 +93,8 @@ def reviews_drop_sensor(context: dg.SensorEvaluationContext, settings: AuditSett
 def build_definitions(workdir: str | Path | None = None, drop_folder: str | Path | None = None,
                       max_rejected_share: float = 0.5, rates_config: str | Path | None = None,
                       weights_folder: str | Path | None = None,
-                      base_rate: float | None = None, peers: list | None = None) -> dg.Definitions:
+                      base_rate: float | None = None, peers: list | None = None,
+                      regroup_universe: bool = False) -> dg.Definitions:
     workdir = Path(workdir or os.environ.get("CODING_AUDIT_WORKDIR", "work"))
     drop = Path(drop_folder or os.environ.get("CODING_AUDIT_DROP", workdir / "drop"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +108,8 @@ def build_definitions(workdir: str | Path | None = None, drop_folder: str | Path
                 workdir=str(workdir), drop_folder=str(drop), max_rejected_share=max_rejected_share,
                 rates_config=str(rates_config or os.environ.get("CODING_AUDIT_RATES", "")),
                 weights_folder=str(weights_folder or os.environ.get("CODING_AUDIT_WEIGHTS", "")),
-                base_rate=base_rate, peers_files=[str(p) for p in (peers or [])]),
+                base_rate=base_rate, peers_files=[str(p) for p in (peers or [])],
+                regroup_universe=regroup_universe),
         })
 
 

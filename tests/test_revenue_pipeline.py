@@ -82,3 +82,19 @@ def test_audited_poa_left_blank_inherits_the_claims_poa(tmp_path):
     con = duckdb.connect(str(tmp_path / "w" / "warehouse.duckdb"), read_only=True)
     assert con.execute("SELECT original_drg, audited_drg, delta FROM claim_regroup").fetchall() == [("292", "292", 0.0)]
     con.close()
+
+
+def test_regroup_universe_lists_billed_drg_mismatches_with_dollars(tmp_path):
+    # Not audited: U1 billed 194 but its codes (J18.9 alone) group to 195; U2 billed right.
+    claims = [claim("A", ["I50.23"], billed_drg="293"), claim("U1", ["J18.9"], billed_drg="194"),
+              claim("U2", ["J18.9", "N17.9"], billed_drg="194")]
+    assert _run(tmp_path, claims, [review("A", ["I50.23"])], "--base-rate", "10000", "--regroup-universe") == 0
+    con = duckdb.connect(str(tmp_path / "w" / "warehouse.duckdb"), read_only=True)
+    rows = con.execute("""SELECT claim_id, billed_drg, regrouped_drg, billed_payment, regrouped_payment, difference
+                          FROM billed_drg_validation""").fetchall()
+    con.close()
+    # 194: 0.8059 x 10,000 = 8,059.00; 195: 0.6285 x 10,000 = 6,285.00 -> billed 1,774.00 too high.
+    assert rows == [("U1", "194", "195", 8059.0, 6285.0, -1774.0)]
+    summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+    assert summary["billed_drg_validation"] == {"mismatches": 1, "ungroupable": 0, "amount_at_stake": 1774.0,
+                                                "net_difference": -1774.0}
