@@ -1,0 +1,142 @@
+"""Benchmark: the whole audit run (ingest, validate, compare, regroup, revenue, universe regroup,
+flags, reports) on generated data, with the references the targets are stated against.
+
+    .venv/bin/python benchmarks/run_all.py [--claims 1000000] [--audited 20000] [--keep DIR]
+
+Prints wall time per stage, claims/s and peak memory, then the references measured in the same
+run (DuckDB reading the same input files; the grouper's plain single-core speed), and last one
+JSON object. Targets (issue 8): whole run with the universe regroup under 5 minutes and under
+3x (DuckDB read + the grouper's own 2-core time), peak memory under 6 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+RUN = textwrap.dedent("""
+    import json, resource, sys, time
+    from collections import defaultdict
+    import dagster as dg
+    from pipelines.definitions import build_definitions
+    work, claims, reviews = sys.argv[1], sys.argv[2], sys.argv[3]
+    defs = build_definitions(workdir=work, regroup_universe=True)
+    job = defs.resolve_job_def("audit_job")
+    config = {"ops": {"ingest": {"config": {"claims": [claims], "reviews": [reviews], "universe": [claims]}}},
+              "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    instance = dg.DagsterInstance.ephemeral()
+    started = time.perf_counter()
+    result = job.execute_in_process(run_config=config, partition_key="2026-11", instance=instance,
+                                    raise_on_error=True)
+    total = time.perf_counter() - started
+    begin, stages = {}, defaultdict(float)
+    for entry in instance.all_logs(result.run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            begin[event.step_key] = entry.timestamp
+        elif event.event_type_value == "STEP_SUCCESS" and event.step_key in begin:
+            stages[event.step_key] += entry.timestamp - begin[event.step_key]
+    print(json.dumps({"total_seconds": total, "stages": stages,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+""")
+
+GROUPER = textwrap.dedent("""
+    import json, sys, time
+    import duckdb, msdrg
+    from audits.grouping import MsdrgAdapter
+    claims = sys.argv[1]
+    con = duckdb.connect()
+    rows = con.execute(f'''SELECT * FROM read_csv('{claims}', header=true, all_varchar=true) LIMIT 20000''').df()
+    import pandas as pd
+    sides = []
+    for r in rows.itertuples():
+        dx = [getattr(r, f"dx{i}") for i in range(1, 26) if isinstance(getattr(r, f"dx{i}"), str)]
+        poa = [getattr(r, f"poa{i}") or "" for i in range(1, len(dx) + 1)]
+        px = [getattr(r, f"px{i}") for i in range(1, 26) if isinstance(getattr(r, f"px{i}"), str)]
+        y, m = int(r.discharge_date[:4]), int(r.discharge_date[5:7])
+        fy = y + (1 if m >= 10 else 0)
+        sides.append({"key": r.claim_id, "version": (fy - 1983) * 10 + (1 if 4 <= m <= 9 else 0),
+                      "age": int(r.age), "sex": r.sex, "discharge_status": r.discharge_status,
+                      "dx": dx, "poa": poa, "px": px, "hospital_poa_exempt": False})
+    with msdrg.MsdrgGrouper() as g:
+        started = time.perf_counter()
+        for s in sides:
+            g.group({"version": s["version"], "age": s["age"], "sex": {"M": 0, "F": 1}.get(s["sex"], 2),
+                     "discharge_status": int(s["discharge_status"]),
+                     "pdx": {"code": s["dx"][0]}, "sdx": [{"code": c, "poa": p or "Y"} for c, p in zip(s["dx"][1:], s["poa"][1:])],
+                     "procedures": [{"code": c} for c in s["px"]]})
+        plain = len(sides) / (time.perf_counter() - started)
+    frame = pd.DataFrame(sides)
+    adapter = MsdrgAdapter(workers=2, mode="threads")
+    started = time.perf_counter()
+    adapter.group_many(frame)
+    two = len(sides) / (time.perf_counter() - started)
+    print(json.dumps({"plain_single_core_per_s": plain, "adapter_2_workers_per_s": two}))
+""")
+
+READ = textwrap.dedent("""
+    import json, sys, time, duckdb
+    started = time.perf_counter()
+    con = duckdb.connect()
+    n = con.execute(f"SELECT count(*) FROM read_csv('{sys.argv[1]}', header=true, all_varchar=true)").fetchall()[0][0]
+    m = con.execute(f"SELECT count(*) FROM read_csv('{sys.argv[2]}', header=true, all_varchar=true)").fetchall()[0][0]
+    print(json.dumps({"seconds": time.perf_counter() - started, "rows": n + m}))
+""")
+
+
+def child(code: str, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-4000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--claims", type=int, default=1_000_000)
+    parser.add_argument("--audited", type=int, default=20_000)
+    parser.add_argument("--keep", type=Path)
+    args = parser.parse_args()
+    out = args.keep or Path(tempfile.mkdtemp(prefix="coding-audit-run-"))
+    try:
+        from audits.demo import DemoConfig, generate_demo
+
+        started = time.perf_counter()
+        paths = generate_demo(out / "input", DemoConfig(n_claims=args.claims, audit_sample=args.audited))
+        generate_s = time.perf_counter() - started
+        print(f"generate      {generate_s:8.1f} s", flush=True)
+        read = child(READ, str(paths["claims"]), str(paths["reviews"]))
+        print(f"duckdb read   {read['seconds']:8.1f} s  (reference)", flush=True)
+        grouper = child(GROUPER, str(paths["claims"]))
+        print(f"grouper       {grouper['plain_single_core_per_s']:8,.0f} claims/s plain loop, one core; "
+              f"{grouper['adapter_2_workers_per_s']:,.0f} claims/s adapter on 2 workers (reference)", flush=True)
+        run = child(RUN, str(out / "work"), str(paths["claims"]), str(paths["reviews"]))
+        for stage, seconds in sorted(run["stages"].items(), key=lambda kv: -kv[1]):
+            print(f"  {stage:32} {seconds:8.1f} s  {args.claims / seconds:12,.0f} claims/s", flush=True)
+        print(f"whole run     {run['total_seconds']:8.1f} s  peak {run['peak_rss_mb']:,.0f} MB", flush=True)
+        budget = 3 * (read["seconds"] + args.claims / grouper["adapter_2_workers_per_s"])
+        figures = {"claims": args.claims, "audited": args.audited, "generate_seconds": generate_s,
+                   "duckdb_read_seconds": read["seconds"], "grouper": grouper, "run": run,
+                   "budget_3x_read_plus_grouper_seconds": budget,
+                   "target_under_5_min": run["total_seconds"] < 300,
+                   "target_under_3x_reference": run["total_seconds"] < budget,
+                   "target_peak_under_6gb": run["peak_rss_mb"] < 6144,
+                   "peak_rss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        print(json.dumps(figures))
+    finally:
+        if not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
