@@ -46,7 +46,7 @@ RUN = textwrap.dedent("""
             begin[event.step_key] = entry.timestamp
         elif event.event_type_value == "STEP_SUCCESS" and event.step_key in begin:
             stages[event.step_key] += entry.timestamp - begin[event.step_key]
-    print(json.dumps({"total_seconds": total, "stages": stages,
+    print("RESULT " + json.dumps({"total_seconds": total, "stages": stages,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """)
 
@@ -81,7 +81,7 @@ GROUPER = textwrap.dedent("""
     started = time.perf_counter()
     adapter.group_many(frame)
     two = len(sides) / (time.perf_counter() - started)
-    print(json.dumps({"plain_single_core_per_s": plain, "adapter_2_workers_per_s": two}))
+    print("RESULT " + json.dumps({"plain_single_core_per_s": plain, "adapter_2_workers_per_s": two}))
 """)
 
 READ = textwrap.dedent("""
@@ -90,7 +90,7 @@ READ = textwrap.dedent("""
     con = duckdb.connect()
     n = con.execute(f"SELECT count(*) FROM read_csv('{sys.argv[1]}', header=true, all_varchar=true)").fetchall()[0][0]
     m = con.execute(f"SELECT count(*) FROM read_csv('{sys.argv[2]}', header=true, all_varchar=true)").fetchall()[0][0]
-    print(json.dumps({"seconds": time.perf_counter() - started, "rows": n + m}))
+    print("RESULT " + json.dumps({"seconds": time.perf_counter() - started, "rows": n + m}))
 """)
 
 
@@ -98,7 +98,10 @@ def child(code: str, *args: str) -> dict:
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-4000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        raise SystemExit(f"no result from the child process:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
 
 
 def main() -> None:
