@@ -25,6 +25,7 @@ class IngestConfig(dg.Config):
     review_diagnoses: list[str] = []
     review_procedures: list[str] = []
     universe: list[str] = []
+    formats: dict[str, str] = {}  # {"claims": "tuva", "reviews": "auto"}; empty = canonical
 
 
 def files_in_drop_folder(drop: Path, period: str) -> InputFiles:
@@ -58,7 +59,7 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: W
     period = context.partition_key
     files = InputFiles(*(list(map(Path, getattr(config, f))) for f in (
         "claims", "reviews", "claim_diagnoses", "claim_procedures", "review_diagnoses",
-        "review_procedures", "universe")))
+        "review_procedures", "universe")), formats=dict(config.formats))
     if not files.claims and not files.reviews:
         files = files_in_drop_folder(Path(settings.drop_folder), period)
     context.log.info(f"loading audit period {period}: {files.as_dict()}")

@@ -23,6 +23,9 @@ from audits.code_validity import code_validity  # noqa: E402
 from audits.contract import (AGE_MAX, AGE_MIN, DISCHARGE_STATUS_VALUES, MAX_POSITIONS,  # noqa: E402
                              SEX_VALUES)
 
+# Readers may stage their own findings (stg_<entity>_findings); validation quarantines them.
+READER_FINDINGS = True
+
 REJECTION_COLUMNS = ["entity", "source_file", "row", "claim_id", "column", "rule", "value", "reason"]
 
 
@@ -311,7 +314,7 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
         header_failures = header_failures[["_source_file", "_source_row", "claim_id", "column", "rule",
                                            "value", "reason"]]
 
-    failures = pd.concat([header_failures, code_level], ignore_index=True)
+    failures = pd.concat([header_failures, code_level, _reader_findings(con, entity)], ignore_index=True)
     failures.insert(0, "entity", entity)
     failures = failures.rename(columns={"_source_file": "source_file", "_source_row": "row"})
     con.register("failed_now", failures[["claim_id"]].dropna().drop_duplicates())
@@ -341,6 +344,17 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
         ORDER BY claim_id, kind, position_t""")
     con.unregister("failed_now")
     return failures
+
+
+def _reader_findings(con: duckdb.DuckDBPyConnection, entity: str) -> pd.DataFrame:
+    """Problems a reader found while mapping its layout (e.g. lines of one claim that disagree on
+    a header field), staged as `stg_<entity>_findings`: quarantined like any failed rule."""
+    columns = ["_source_file", "_source_row", "claim_id", "column", "rule", "value", "reason"]
+    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ?",
+                         [f"stg_{entity}_findings"]).fetchall()[0][0]
+    if not exists:
+        return pd.DataFrame(columns=columns)
+    return con.execute("SELECT " + ", ".join(f'"{c}"' for c in columns) + f" FROM stg_{entity}_findings").df()
 
 
 def _validate_codes(con: duckdb.DuckDBPyConnection, entity: str) -> pd.DataFrame:

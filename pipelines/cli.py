@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("claim-diagnoses", "claim-procedures", "review-diagnoses", "review-procedures"):
         run.add_argument(f"--{name}", nargs="+", type=Path, default=[],
                          help=f"long layout: {name.replace('-', ' ')} file(s)")
+    run.add_argument("--format", default="canonical",
+                     choices=("canonical", "auto", "tuva", "cms", "x12", "fhir"),
+                     help="layout of the claims and reviews files: canonical (wide or long CSV/Parquet), "
+                          "tuva (Tuva input layer medical_claim), cms (CCW/BFD inpatient), x12 (837I), "
+                          "fhir (ExplanationOfBenefit NDJSON/Bundle), or auto (detect)")
     run.add_argument("--universe", nargs="+", type=Path, default=[],
                      help="the claims population the audit sample was drawn from (enables extrapolation)")
     run.add_argument("--peers", nargs="+", type=Path, default=[],
@@ -125,8 +130,10 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
                              rates_config=rates_config, weights_folder=weights_dir, peers=peers,
                              regroup_universe=regroup_universe)
     job = defs.resolve_job_def("audit_job")
-    config = {"ops": {"ingest": {"config": {k.replace("-", "_"): [str(p) for p in v]
-                                            for k, v in files.items()}}}}
+    formats = files.pop("formats", None) or {}
+    config = {"ops": {"ingest": {"config": {**{k.replace("-", "_"): [str(p) for p in v]
+                                               for k, v in files.items()},
+                                            **({"formats": formats} if formats else {})}}}}
 
     @dg.logger
     def progress_logger(_init_context):
@@ -235,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             files = {"claims": args.claims, "reviews": args.reviews,
                      "claim-diagnoses": args.claim_diagnoses, "claim-procedures": args.claim_procedures,
                      "review-diagnoses": args.review_diagnoses, "review-procedures": args.review_procedures,
-                     "universe": args.universe}
+                     "universe": args.universe,
+                     "formats": {} if args.format == "canonical" else {"claims": args.format,
+                                                                       "reviews": args.format}}
             summary = run_audit(files, args.workdir, args.period, args.max_rejected_share, args.base_rate,
                                 args.rates_config, args.weights_dir, args.peers, args.regroup_universe)
         _print_summary(summary, args.workdir)

@@ -23,9 +23,15 @@ class InputFiles:
     review_diagnoses: list[Path] = field(default_factory=list)
     review_procedures: list[Path] = field(default_factory=list)
     universe: list[Path] = field(default_factory=list)
+    # Layout per entity ('claims', 'reviews'): 'canonical' (default: wide or long), 'tuva', 'cms',
+    # 'x12' (837I), 'fhir' or 'auto' (detected from the files). See audits.readers.detect.
+    formats: dict[str, str] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, list[str]]:
-        return {k: [str(p) for p in v] for k, v in self.__dict__.items() if v}
+    def as_dict(self) -> dict:
+        out: dict = {k: [str(p) for p in v] for k, v in self.__dict__.items() if v and k != "formats"}
+        if self.formats:
+            out["formats"] = dict(self.formats)
+        return out
 
 
 def _sql_str(text: str) -> str:
@@ -39,11 +45,12 @@ def _quote_ident(name: str) -> str:
 _LINE_RE = re.compile(r"line[: ]+(\d+)", re.IGNORECASE)
 
 
-def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> list[str]:
+def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str = ",") -> list[str]:
     """Load one CSV or Parquet file into TEMP table `table`, every column as text.
 
     Column names are lower-cased and trimmed; `_source_row` is the 1-based data row (the header
-    is row 0), `_source_file` the path as given. Returns the column names.
+    is row 0), `_source_file` the path as given. Returns the column names. `delim` is for layouts
+    that come pipe-delimited (CMS RIF extracts); the canonical layout is comma-separated.
     """
     path = Path(path)
     if not path.exists():
@@ -54,7 +61,7 @@ def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> list[str
     if suffix in (".parquet", ".pq"):
         source = f"read_parquet({_sql_str(str(path))})"
     elif suffix in (".csv", ".txt"):
-        source = _csv_source(con, path)
+        source = _csv_source(con, path, delim)
     else:
         raise InputError(f"unsupported file type {suffix!r}: use .csv or .parquet", file=path)
     try:
@@ -83,8 +90,8 @@ def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str) -> list[str
     return lowered
 
 
-def _csv_source(con: duckdb.DuckDBPyConnection, path: Path) -> str:
-    """A strict comma-separated read: every column text, the header taken as it is."""
+def _csv_source(con: duckdb.DuckDBPyConnection, path: Path, delim: str = ",") -> str:
+    """A strict comma-separated (or `delim`-separated) read: every column text, the header as it is."""
     with open(path, "rb") as fh:
         head = fh.read(65536)
     if head.startswith(b"\xef\xbb\xbf"):
@@ -96,7 +103,7 @@ def _csv_source(con: duckdb.DuckDBPyConnection, path: Path) -> str:
                          row=0) from None
     if not first_line.strip():
         raise InputError("file has no header row", file=path, row=0)
-    return (f"read_csv({_sql_str(str(path))}, header=true, all_varchar=true, delim=',', "
+    return (f"read_csv({_sql_str(str(path))}, header=true, all_varchar=true, delim={_sql_str(delim)}, "
             "quote='\"', escape='\"', strict_mode=true, encoding='utf-8', null_padding=false, "
             "max_line_size=10000000)")
 
@@ -155,14 +162,19 @@ def require_columns(columns: list[str], required: tuple[str, ...], path: Path, h
 
 def stage_inputs(con: duckdb.DuckDBPyConnection, files: InputFiles) -> dict[str, str]:
     """Read every input file into the staging tables; returns {entity: layout}."""
-    from audits.readers import long, wide
+    from audits.readers import detect, long, wide
 
     layouts: dict[str, str] = {}
     for entity, headers, dx_files, px_files in (
         ("claims", files.claims, files.claim_diagnoses, files.claim_procedures),
         ("reviews", files.reviews, files.review_diagnoses, files.review_procedures),
     ):
-        if dx_files or px_files:
+        con.execute(f"DROP TABLE IF EXISTS stg_{entity}_findings")  # none left from an earlier load
+        fmt = detect.entity_format(files.formats.get(entity), headers, bool(dx_files or px_files))
+        if fmt != "canonical":
+            detect.reader(fmt).stage(con, entity, headers)
+            layouts[entity] = fmt
+        elif dx_files or px_files:
             long.stage(con, entity, headers, dx_files, px_files)
             layouts[entity] = "long"
         else:
