@@ -50,5 +50,8 @@ def code_validity(codes: pd.DataFrame) -> pd.Series:
             verdicts.append(None)
             continue
         day = pd.Timestamp(date).date() if not isinstance(date, dt.date) else date
+        if not 2000 <= day.year <= 2100:  # the code editor's range; such claims are ungroupable anyway
+            verdicts.append(None)
+            continue
         verdicts.append(is_valid_on(kind, code, day.year * 10000 + day.month * 100 + day.day))
     return pd.Series(verdicts, index=codes.index, dtype="object")

@@ -12,7 +12,8 @@ import duckdb
 import pandas as pd
 
 from audits.readers.base import _quote_ident, read_raw, require_columns
-from audits.validation import Rule, _gx, discharge_status_sql, drg_sql, parse_date_sql, run_expectations
+from audits.validation import (Rule, _gx, discharge_status_sql, drg_sql, parse_date_sql, run_expectations,
+                               whole_number_sql)
 
 UNIVERSE_COLUMNS = ("claim_id", "facility_id", "admit_date", "discharge_date", "discharge_status", "age", "sex",
                     "payer", "coder_id", "service_line", "billed_drg", "stratum")
@@ -62,7 +63,7 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> pd.Data
         SELECT s.claim_id, s.facility_id, {parse_date_sql('s.admit_date')} AS admit_date,
                {parse_date_sql('s.discharge_date')} AS discharge_date,
                {discharge_status_sql('s.discharge_status')} AS discharge_status,
-               TRY_CAST(s.age AS INTEGER) AS age, upper(s.sex) AS sex, s.payer, s.coder_id, s.service_line,
+               {whole_number_sql('s.age')} AS age, upper(s.sex) AS sex, s.payer, s.coder_id, s.service_line,
                {drg_sql('s.billed_drg')} AS billed_drg, s.stratum,
                s._source_file AS source_file, s._source_row AS source_row
         FROM stg_universe s

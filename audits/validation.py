@@ -46,9 +46,22 @@ def _gx():
 
 
 def parse_date_sql(column: str) -> str:
-    """Dates as ISO 2026-01-31, US 01/31/2026 or compact 20260131 (documented in the README)."""
-    return (f"coalesce(TRY_CAST({column} AS DATE), CAST(try_strptime({column}, '%m/%d/%Y') AS DATE), "
-            f"CAST(try_strptime({column}, '%Y%m%d') AS DATE))")
+    """Dates as ISO 2026-01-31 (a midnight time part is tolerated: Parquet timestamps), US
+    01/31/2026 or compact 20260131, between 1900 and 2100; anything else is NULL (-> invalid_date).
+    Each format is matched exactly first: DuckDB's own cast also takes 'infinity', 'epoch', BC
+    dates and 1/5/26 as year 1."""
+    c = column
+    parsed = (f"CASE WHEN regexp_full_match({c}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}([ T]00:00(:00(\\.0+)?)?)?') "
+              f"THEN CAST(try_strptime(left({c}, 10), '%Y-%m-%d') AS DATE) "
+              f"WHEN regexp_full_match({c}, '[0-9]{{1,2}}/[0-9]{{1,2}}/[0-9]{{4}}') "
+              f"THEN CAST(try_strptime({c}, '%m/%d/%Y') AS DATE) "
+              f"WHEN regexp_full_match({c}, '[0-9]{{8}}') THEN CAST(try_strptime({c}, '%Y%m%d') AS DATE) END")
+    return (f"(CASE WHEN {parsed} BETWEEN DATE '1900-01-01' AND DATE '2100-12-31' THEN {parsed} END)")
+
+
+def whole_number_sql(column: str) -> str:
+    """A whole number written as digits (an optional sign); '70.5', '1e2' or '0x46' are NULL."""
+    return f"(CASE WHEN regexp_full_match(trim({column}), '[+-]?[0-9]{{1,9}}') THEN CAST(trim({column}) AS INTEGER) END)"
 
 
 def discharge_status_sql(column: str) -> str:
@@ -268,8 +281,8 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                    {parse_date_sql('discharge_date')} AS discharge_date_t,
                    admit_date IS NULL OR {parse_date_sql('admit_date')} IS NOT NULL AS admit_date_ok,
                    discharge_date IS NULL OR {parse_date_sql('discharge_date')} IS NOT NULL AS discharge_date_ok,
-                   TRY_CAST(age AS INTEGER) AS age_t,
-                   age IS NULL OR TRY_CAST(age AS INTEGER) IS NOT NULL AS age_ok,
+                   {whole_number_sql('age')} AS age_t,
+                   age IS NULL OR {whole_number_sql('age')} IS NOT NULL AS age_ok,
                    upper(sex) AS sex_n, {discharge_status_sql('discharge_status')} AS discharge_status_n,
                    {drg_sql('billed_drg')} AS billed_drg_n,
                    s.claim_id IS NULL OR p.claim_id IS NOT NULL AS has_principal_dx

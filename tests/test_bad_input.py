@@ -439,16 +439,12 @@ def _load(folder: Path, claims: list, reviews: list | None = None):
     return con, load(con, files, PERIOD, max_rejected_share=1.0)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: age is read with TRY_CAST(age AS INTEGER), which rounds 70.5 "
-                   "to 71 and reads 1e2 as 100 and 0x46 as 70: loaded instead of invalid_age")
 @pytest.mark.parametrize("age", ["70.5", "1e2", "0x46"])
 def test_age_that_is_not_a_whole_number_is_quarantined(tmp_path, age):
     con, result = _load(tmp_path, good_claims() + [claim("B1", ["I50.23"], age=age)])
     assert list(zip(result.rejections["claim_id"], result.rejections["rule"])) == [("B1", "invalid_age")]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the long layout reads position with TRY_CAST(position AS "
-                   "INTEGER): '2.5' becomes 3 and loads instead of invalid_position")
 def test_long_layout_position_that_is_not_a_whole_number_is_quarantined(tmp_path):
     paths = write_long(tmp_path, "claims", good_claims())
     with open(paths["dx"], "a") as fh:
@@ -459,7 +455,7 @@ def test_long_layout_position_that_is_not_a_whole_number_is_quarantined(tmp_path
 
 
 IMPLAUSIBLE_DATES = [
-    # (entity, column, value): what the loader does today
+    # (entity, column, value): what the loader did before parse_date_sql matched each format exactly
     ("claims", "discharge_date", "1/5/26"),         # crash: read as 0001-05-26, msdrg's editor raises
     ("claims", "discharge_date", "2206-01-06"),     # crash: year typo, outside msdrg's 2000-2100
     ("claims", "discharge_date", "infinity"),       # crash: DuckDB's infinite DATE cannot go to pandas
@@ -473,9 +469,6 @@ IMPLAUSIBLE_DATES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: parse_date_sql starts with TRY_CAST(x AS DATE), which takes "
-                   "'infinity', 'epoch', BC dates and y/m/d with slashes (1/5/26 -> 0001-05-26), and no "
-                   "range is checked: some load silently, the rest crash the code-validity step (exit 1)")
 @pytest.mark.parametrize("entity,column,value", IMPLAUSIBLE_DATES, ids=[f"{c}={v}" for _, c, v in IMPLAUSIBLE_DATES])
 def test_implausible_date_is_quarantined_as_invalid_date(tmp_path, entity, column, value):
     claims, reviews = good_claims(), good_reviews()
@@ -489,8 +482,6 @@ def test_implausible_date_is_quarantined_as_invalid_date(tmp_path, entity, colum
     assert got == [(bad, column, "invalid_date")]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a discharge-date year typo crashes the run (exit 1, ValueError "
-                   "from msdrg's code editor) instead of quarantining the claim")
 def test_cli_discharge_date_year_typo_is_quarantined_not_a_crash(tmp_path, work):
     claims = write_wide(tmp_path / "claims.csv", good_claims() + [claim("B1", ["I50.23"], discharge_date="2206-01-06")])
     code, out, err = cli(*run_args(work, claims, write_wide(tmp_path / "reviews.csv", good_reviews())))
@@ -586,8 +577,6 @@ date_string = st.one_of(
     st.text(max_size=8))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: TRY_CAST in parse_date_sql: '1/5/26' is loaded as 0001-05-26 "
-                   "(admit) and crashes the load (discharge); see test_implausible_date_is_quarantined")
 @SETTINGS
 @given(values=st.lists(date_string, min_size=1, max_size=5))
 @example(values=["1/5/26"])

@@ -8,6 +8,7 @@ from pathlib import Path
 import duckdb
 
 from audits.readers.base import read_raw, require_columns
+from audits.validation import whole_number_sql
 from audits.readers.wide import _create_empty, header_columns, stage_header
 
 
@@ -32,10 +33,10 @@ def stage(con: duckdb.DuckDBPyConnection, entity: str, headers: list[Path], dx_f
             # An unparseable position is kept as NULL here; validation quarantines it.
             con.execute(f"""
                 INSERT INTO stg_{entity}_codes BY NAME
-                SELECT claim_id, '{kind}' AS kind, TRY_CAST(position AS INTEGER) AS position,
+                SELECT claim_id, '{kind}' AS kind, {whole_number_sql('position')} AS position,
                        position AS position_raw,
                        code AS code_raw, {poa} AS poa_raw, _source_file, _source_row,
-                       CASE WHEN TRY_CAST(position AS INTEGER) IS NULL THEN 'position' ELSE 'code' END
+                       CASE WHEN {whole_number_sql('position')} IS NULL THEN 'position' ELSE 'code' END
                            AS _source_column
                 FROM {raw}""")
             con.execute(f"DROP TABLE {raw}")
