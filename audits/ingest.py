@@ -66,7 +66,12 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
     """Load one set of input files as audit period `audit_period` into the warehouse on `con`."""
     ensure_schema(con)
     layouts = stage_inputs(con, files)
-    rejections = validate_load(con, published_claims="claims")
+    # Reviews are checked against the claims that will exist after this load: this load's accepted
+    # claims, and the published ones it neither replaces (its period) nor re-loads.
+    period_sql = audit_period.replace("'", "''")
+    surviving = (f"(SELECT * FROM claims WHERE audit_period IS DISTINCT FROM '{period_sql}' "
+                 "AND claim_id NOT IN (SELECT claim_id FROM ok_claims)) AS surviving_claims")
+    rejections = validate_load(con, published_claims=surviving)
     universe_rejections = stage_universe(con, files.universe)
     universe_in = _count(con, "SELECT count(*) FROM stg_universe")
     universe_ok = _count(con, "SELECT count(*) FROM ok_universe")

@@ -42,6 +42,7 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+MAX_LINE_SIZE = 10_000_000
 _LINE_RE = re.compile(r"line[: ]+(\d+)", re.IGNORECASE)
 
 
@@ -103,9 +104,15 @@ def _csv_source(con: duckdb.DuckDBPyConnection, path: Path, delim: str = ",") ->
                          row=0) from None
     if not first_line.strip():
         raise InputError("file has no header row", file=path, row=0)
+    import csv
+
+    names = [n.strip().lower() for n in next(csv.reader([first_line], delimiter=delim), [])]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:  # checked here: DuckDB would rename the second copy (payer_1) and load it silently
+        raise InputError(f"duplicated header column {dupes[0]!r}", file=path, row=0, column=dupes[0])
     return (f"read_csv({_sql_str(str(path))}, header=true, all_varchar=true, delim={_sql_str(delim)}, "
             "quote='\"', escape='\"', strict_mode=true, encoding='utf-8', null_padding=false, "
-            "max_line_size=10000000)")
+            f"max_line_size={MAX_LINE_SIZE})")
 
 
 def _locate_csv_problem(path: Path) -> InputError | None:
@@ -123,20 +130,22 @@ def _locate_csv_problem(path: Path) -> InputError | None:
                                      file=path, row=number) from None
                 yield text
 
+    csv.field_size_limit(MAX_LINE_SIZE)  # as DuckDB's reader: a long note is not the problem
+    record = 0  # data rows, counted as records (a quoted note may span several lines)
     try:
         reader = csv.reader(lines(), strict=True)
         header = next(reader, None)
         if header is None:
             return InputError("file has no header row", file=path, row=0)
-        for row in reader:
+        for record, row in enumerate(reader, start=1):
             if len(row) != len(header):
                 return InputError(f"row has {len(row)} fields but the header has {len(header)} "
                                   "(a stray comma, a missing field, or an unclosed quote above)",
-                                  file=path, row=reader.line_num - 1)
+                                  file=path, row=record)
     except InputError as err:
         return err
     except csv.Error as err:
-        return InputError(f"malformed CSV: {err}", file=path, row=reader.line_num - 1)
+        return InputError(f"malformed CSV: {err}", file=path, row=record + 1)
     return None
 
 
@@ -148,6 +157,13 @@ def _input_error_from_duckdb(exc: duckdb.Error, path: Path) -> InputError:
     if "invalid unicode" in text.lower():
         first = "the file is not valid UTF-8 text; save it as UTF-8 CSV (" + first + ")"
     return InputError(f"cannot read file: {first}", file=path, row=row)
+
+
+def require_rows(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
+    """A header with no data rows is refused: loaded, it would empty the audit period."""
+    if not con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]:
+        raise InputError("the file has a header but no data rows; nothing was loaded (an empty "
+                         "file would replace the audit period with nothing)", file=path, row=1)
 
 
 def require_columns(columns: list[str], required: tuple[str, ...], path: Path, hint: str = "") -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from audits.readers.base import read_raw, require_columns
+from audits.readers.base import read_raw, require_columns, require_rows
 from audits.validation import whole_number_sql
 from audits.readers.wide import _create_empty, header_columns, stage_header
 
@@ -21,6 +21,7 @@ def stage(con: duckdb.DuckDBPyConnection, entity: str, headers: list[Path], dx_f
     for i, path in enumerate(headers):
         raw = f"raw_{entity}_h{i}"
         columns = read_raw(con, path, raw)
+        require_rows(con, raw, path)
         require_columns(columns, required, path)
         con.execute(f"INSERT INTO stg_{entity} BY NAME {stage_header(con, entity, raw, columns)}")
         con.execute(f"DROP TABLE {raw}")

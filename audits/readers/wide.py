@@ -8,7 +8,7 @@ import duckdb
 
 from audits.contract import (CLAIM_HEADER_COLUMNS, CLAIM_REQUIRED, CODE_COLUMNS, MAX_POSITIONS,
                              REVIEW_HEADER_COLUMNS, REVIEW_REQUIRED)
-from audits.readers.base import _quote_ident, read_raw, require_columns
+from audits.readers.base import _quote_ident, read_raw, require_columns, require_rows
 
 
 def header_columns(entity: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -41,6 +41,7 @@ def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> Non
     for i, path in enumerate(paths):
         raw = f"raw_{entity}_{i}"
         columns = read_raw(con, path, raw)
+        require_rows(con, raw, path)
         require_columns(columns, required + ("dx1",), path,
                         hint="" if "dx1" in columns else
                         " (wide layout; for the long layout give the diagnoses file too)")
