@@ -39,17 +39,48 @@ class AuditSettings(dg.ConfigurableResource):
 
 
 class WarehouseResource(DuckDBResource):
-    """dagster-duckdb's resource, closing the connection also when the step fails.
+    """dagster-duckdb's resource, with two differences that matter to users:
 
-    (Its `get_connection` closes only on success; an open connection would keep the file locked
-    for the rest of the process.) Like the parent, it retries while another process holds the
-    write lock, then fails with DuckDB's lock error.
+    - the connection is closed also when the step fails (the parent closes it only on success;
+      an open connection keeps the file locked for the rest of the process);
+    - while another process holds the file (a run, or an analyst's DuckDB/DBeaver session), it
+      waits up to `lock_timeout_seconds` (default 30), then fails with a plain message naming the
+      holder; nothing has been changed by then.
     """
+
+    lock_timeout_seconds: float = 30.0
 
     @contextmanager
     def get_connection(self):
-        with super().get_connection() as conn:
-            try:
-                yield conn
-            finally:
-                conn.close()
+        conn = _connect_waiting(self.database, dict(self.connection_config), self.lock_timeout_seconds)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+class WarehouseBusyError(RuntimeError):
+    """Another process holds the warehouse file's write lock."""
+
+
+def _connect_waiting(database: str, config: dict, timeout: float):
+    import time
+
+    import duckdb
+
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        try:
+            return duckdb.connect(database, read_only=False, config=config)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                holder = str(exc).split("Conflicting lock is held in", 1)[-1].strip().splitlines()[0]
+                raise WarehouseBusyError(
+                    f"the warehouse {database} is locked by another process ({holder}); waited "
+                    f"{timeout:.0f} s; nothing was changed. Retry when that run (or DuckDB session) ends."
+                ) from None
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 5.0)

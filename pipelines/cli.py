@@ -157,6 +157,8 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
                     cause = cause.cause
                 if cause.cls_name in ("InputError", "TooManyRejectedError", "MissingWeightsError"):
                     raise InputError(cause.message.split(": ", 1)[-1].strip())
+                if cause.cls_name == "WarehouseBusyError":
+                    raise RuntimeError("warehouse busy: " + cause.message.split(": ", 1)[-1].strip())
                 raise RuntimeError(f"step {event.step_key} failed: {cause.cls_name}: {cause.message.strip()}")
         failed_checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
                          and not e.event_specific_data.passed]

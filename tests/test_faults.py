@@ -327,8 +327,6 @@ def test_run_waits_for_a_briefly_held_lock(tmp_path, baseline, small, processes)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="BUG: while another process holds the warehouse, a run retries for "
-                   "about 102 s (dagster-duckdb's backoff, 10 retries from 0.1 s doubling) before it fails")
 def test_run_blocked_by_a_held_lock_fails_cleanly_within_30s(tmp_path, baseline, small, processes):
     work = _copy(baseline, tmp_path / "work")
     holder = processes([work / DB, 300], argv0=[sys.executable, "-c", HOLD_LOCK])
