@@ -75,6 +75,8 @@ def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str 
         raise _input_error_from_duckdb(exc, path) from None
     described = con.execute(f"DESCRIBE {table}_src").fetchall()
     names = [row[0] for row in described]
+    if suffix in (".csv", ".txt"):
+        _check_no_surplus_fields(con, path, len(names), delim)
     lowered = [n.strip().lower() for n in names]
     dupes = sorted({n for n in lowered if lowered.count(n) > 1})
     if dupes:
@@ -113,6 +115,23 @@ def _csv_source(con: duckdb.DuckDBPyConnection, path: Path, delim: str = ",") ->
     return (f"read_csv({_sql_str(str(path))}, header=true, all_varchar=true, delim={_sql_str(delim)}, "
             "quote='\"', escape='\"', strict_mode=true, encoding='utf-8', null_padding=false, "
             f"max_line_size={MAX_LINE_SIZE})")
+
+
+def _check_no_surplus_fields(con: duckdb.DuckDBPyConnection, path: Path, n_columns: int, delim: str) -> None:
+    """DuckDB's strict reader still accepts a row with one surplus *empty* field (a stray comma in
+    free text when the last column is blank) and shifts its values. Re-read with one column more
+    than the header and refuse any row that fills it."""
+    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n_columns + 1)) + "}"
+    found = con.execute(f"""
+        SELECT min(r) FROM (
+            SELECT row_number() OVER () AS r, c{n_columns} AS surplus
+            FROM read_csv({_sql_str(str(path))}, header=false, skip=1, delim={_sql_str(delim)}, quote='"',
+                          escape='"', columns={columns}, null_padding=true, auto_detect=false,
+                          parallel=false, nullstr='\x01', max_line_size={MAX_LINE_SIZE}))
+        WHERE surplus IS NOT NULL""").fetchall()[0][0]
+    if found is not None:
+        raise InputError(f"row has more fields than the header's {n_columns} (a stray comma in a text "
+                         "field? quote fields that contain commas)", file=path, row=int(found))
 
 
 def _locate_csv_problem(path: Path) -> InputError | None:
