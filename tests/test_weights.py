@@ -13,7 +13,8 @@ from audits.weights import (
     table5_fiscal_year,
 )
 
-CMS_FILE = Path("/work/shared/reference/cms_fy2026_table5_msdrg_weights.txt")
+# ../shared/reference beside the checkout (CI lays shared/ there too), as CMS publishes it.
+CMS_FILE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "cms_fy2026_table5_msdrg_weights.txt"
 needs_cms_file = pytest.mark.skipif(not CMS_FILE.exists(), reason="CMS reference file not available")
 
 
