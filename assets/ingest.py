@@ -1,12 +1,10 @@
-"""Ingest assets: `claims`, `reviews`, `claim_codes`, `rejected_rows`, published in one transaction."""
+"""Ingest assets: `claims`, `reviews`, `claim_codes`, `rejected_rows`, `universe`, published in one transaction."""
 
-
-import os
 from pathlib import Path
 
 import dagster as dg
 
-from assets.resources import WAREHOUSE_POOL, AuditSettings, audit_periods, WarehouseResource
+from assets.resources import WAREHOUSE_POOL, AuditSettings, WarehouseResource, audit_periods, warehouse_check
 from audits import ingest as ingest_logic
 from audits.quality import published_checks
 from audits.readers import InputFiles
@@ -85,16 +83,7 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: W
                               metadata={"reviews_in": row[3], "loaded": row[4], "rejected": row[5]})
 
 
-def _published_check(table: str):
-    @dg.asset_check(asset=table, name="gx_published", blocking=True, pool=WAREHOUSE_POOL,
-                    description=f"Great Expectations suite over the whole published `{table}` table")
-    def check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        with warehouse.get_connection() as con:
-            outcome = published_checks(con, table)
-        return dg.AssetCheckResult(passed=outcome["passed"], metadata=outcome["metadata"])
-
-    return check
-
-
-published_table_checks = [_published_check(t) for t in ("claims", "reviews", "claim_codes")]
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+published_table_checks = [
+    warehouse_check(t, "gx_published", f"Great Expectations suite over the whole published `{t}` table",
+                    lambda con, t=t: published_checks(con, t))
+    for t in ("claims", "reviews", "claim_codes")]

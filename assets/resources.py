@@ -59,6 +59,18 @@ class WarehouseResource(DuckDBResource):
             conn.close()
 
 
+def warehouse_check(asset: str, name: str, description: str, evaluate) -> dg.AssetChecksDefinition:
+    """A blocking asset check that runs `evaluate(con) -> {"passed", "metadata"}` on the warehouse."""
+
+    @dg.asset_check(asset=asset, name=name, blocking=True, pool=WAREHOUSE_POOL, description=description)
+    def check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        with warehouse.get_connection() as con:
+            outcome = evaluate(con)
+        return dg.AssetCheckResult(passed=outcome["passed"], metadata=outcome["metadata"])
+
+    return check
+
+
 class WarehouseBusyError(RuntimeError):
     """Another process holds the warehouse file's write lock."""
 

@@ -2,9 +2,10 @@
 
 import dagster as dg
 
-from assets.resources import WAREHOUSE_POOL, AuditSettings, WarehouseResource, audit_periods
+from assets.resources import WAREHOUSE_POOL, AuditSettings, WarehouseResource, audit_periods, warehouse_check
 from audits.grouping import MsdrgAdapter
 from audits.periods import build_for_period
+from audits.quality import reconcile_regroup, reconcile_revenue
 from audits.regroup import build_extrapolation, build_regroup
 
 REVENUE_TABLES = ("claim_regroup", "regroup_findings", "revenue_impact", "revenue_extrapolation")
@@ -35,27 +36,12 @@ def revenue(context: dg.AssetExecutionContext, warehouse: WarehouseResource, set
         yield dg.MaterializeResult(asset_key=table, metadata={"rows": counts[table]})
 
 
-@dg.asset_check(asset="claim_regroup", blocking=True, pool=WAREHOUSE_POOL,
-                description="every audited claim has a regroup row or a finding saying why not")
-def every_audited_claim_regrouped(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    from audits.quality import reconcile_regroup
-
-    with warehouse.get_connection() as con:
-        outcome = reconcile_regroup(con)
-    return dg.AssetCheckResult(passed=outcome["passed"], metadata=outcome["metadata"])
-
-
-@dg.asset_check(asset="revenue_impact", blocking=True, pool=WAREHOUSE_POOL,
-                description="revenue totals equal the sum of the claims' deltas, to the cent")
-def revenue_totals_reconcile(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    from audits.quality import reconcile_revenue
-
-    with warehouse.get_connection() as con:
-        outcome = reconcile_revenue(con)
-    return dg.AssetCheckResult(passed=outcome["passed"], metadata=outcome["metadata"])
-
-
-REVENUE_CHECKS = [every_audited_claim_regrouped, revenue_totals_reconcile]
+REVENUE_CHECKS = [
+    warehouse_check("claim_regroup", "every_audited_claim_regrouped",
+                    "every audited claim has a regroup row or a finding saying why not", reconcile_regroup),
+    warehouse_check("revenue_impact", "revenue_totals_reconcile",
+                    "revenue totals equal the sum of the claims' deltas, to the cent", reconcile_revenue),
+]
 
 
 @dg.asset(deps=["claims", "claim_codes"], partitions_def=audit_periods, pool=WAREHOUSE_POOL,
