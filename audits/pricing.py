@@ -254,6 +254,18 @@ def regroup_delta(original: pd.DataFrame, audited: pd.DataFrame, *, key: str = "
     return out
 
 
+def money_sum(values: pd.Series) -> float:
+    """Sum of dollar amounts that are exact cents, exactly (through integer cents); NaN skipped."""
+    cents = _cents(values) if len(values) else pd.Series([], dtype="Int64")
+    return int(cents.sum()) / 100 if len(cents) else 0.0
+
+
+def underpaid_overpaid(delta: pd.Series) -> tuple[float, float]:
+    """underpaid_amount (sum of the positive deltas) and overpaid_amount (sum of the magnitudes of
+    the negative ones), both positive, exact to the cent; unpriced (NaN) deltas are left out."""
+    return money_sum(delta.where(delta > 0)), 0.0 - money_sum(delta.where(delta < 0)) + 0.0
+
+
 def revenue_totals(frame: pd.DataFrame) -> dict:
     """Headline money figures over audited claims (one row per claim, from `regroup_delta`).
 
@@ -262,8 +274,8 @@ def revenue_totals(frame: pd.DataFrame) -> dict:
     (not_priced claims count in the denominator and in neither numerator of up/downgrade).
     """
     cents = _cents(frame["delta"]) if len(frame) else pd.Series([], dtype="Int64")
-    under = int(cents[cents > 0].sum()) if len(cents) else 0
-    over = int(-cents[cents < 0].sum()) if len(cents) else 0
+    under_amount, over_amount = underpaid_overpaid(frame["delta"] if len(frame) else cents)
+    under, over = round(under_amount * 100), round(over_amount * 100)
     n = len(frame)
 
     def share(mask: pd.Series) -> float | None:

@@ -16,8 +16,8 @@ import html
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from scipy.stats import binom
 
+from audits.pricing import money_sum, underpaid_overpaid
 from reports.chapters import chapter_label, chapter_number
 
 UNDERPAID_COLOUR = "#1a7f37"   # revenue lost to under-coding: green (money to recover)
@@ -187,11 +187,9 @@ def trend_figure(trend: pd.DataFrame) -> go.Figure | None:
 def payment_totals(regroup: pd.DataFrame) -> dict[str, float]:
     """Totals over priced claims (both sides have a payment): original, underpaid, overpaid, audited."""
     priced = regroup[regroup["delta"].notna()]
-    delta = priced["delta"].astype(float)
-    return {"original": round(float(priced["original_payment"].astype(float).sum()), 2),
-            "underpaid": round(float(delta[delta > 0].sum()), 2),
-            "overpaid": round(float(-delta[delta < 0].sum()), 2),
-            "audited": round(float(priced["audited_payment"].astype(float).sum()), 2),
+    underpaid, overpaid = underpaid_overpaid(priced["delta"].astype(float))
+    return {"original": money_sum(priced["original_payment"].astype(float)), "underpaid": underpaid,
+            "overpaid": overpaid, "audited": money_sum(priced["audited_payment"].astype(float)),
             "claims": int(len(priced))}
 
 
