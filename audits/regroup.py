@@ -26,6 +26,24 @@ from audits.weights import drg_family, load_weights
 BREAKDOWNS = {"facility": "facility_id", "service_line": "service_line", "payer": "payer",
               "coder": "coder_id", "audit_month": "discharge_month", "drg_family": "drg_family"}
 
+def _code_lists_sql(source: str, keys: str) -> str:
+    """One row per `keys` of `source` (claim_codes-shaped): dx, aligned poa and px lists in position
+    order, as the grouper takes them."""
+    return f"""SELECT {keys},
+           list(code ORDER BY position) FILTER (WHERE kind = 'dx') AS dx,
+           list(coalesce(poa, '') ORDER BY position) FILTER (WHERE kind = 'dx') AS poa,
+           coalesce(list(code ORDER BY position) FILTER (WHERE kind = 'px'), []) AS px
+    FROM {source} GROUP BY {keys}"""
+
+
+def _grouper_input(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> pd.DataFrame:
+    """Run a query with dx/poa/px list columns; the lists as plain Python lists for the grouper."""
+    frame = con.execute(sql, params or {}).df()
+    for column in ("dx", "poa", "px"):
+        frame[column] = frame[column].map(lambda v: list(v) if v is not None else [])
+    return frame
+
+
 _SIDES_SQL = f"""
 WITH audited AS (
     SELECT c.*, r.discharge_status AS review_status
@@ -40,13 +58,7 @@ filled AS (
                WHERE side = 'original' AND kind = 'dx' GROUP BY ALL) o
       ON c.side = 'audited' AND c.kind = 'dx' AND o.claim_id = c.claim_id AND o.code = c.code
 ),
-lists AS (
-    SELECT claim_id, side,
-           list(code ORDER BY position) FILTER (WHERE kind = 'dx') AS dx,
-           list(coalesce(poa, '') ORDER BY position) FILTER (WHERE kind = 'dx') AS poa,
-           coalesce(list(code ORDER BY position) FILTER (WHERE kind = 'px'), []) AS px
-    FROM filled GROUP BY ALL
-)
+lists AS ({_code_lists_sql("filled", "claim_id, side")})
 SELECT a.claim_id || '|' || l.side AS key, a.claim_id, l.side, a.drg_version AS version, a.age, a.sex,
        CASE WHEN l.side = 'audited' THEN coalesce(a.review_status, a.discharge_status)
             ELSE a.discharge_status END AS discharge_status,
@@ -89,14 +101,12 @@ def _joined(values: pd.Series) -> pd.Series:
 def build_regroup(con: duckdb.DuckDBPyConnection, grouper: Grouper, rate_config: RateConfig,
                   weights_dir: str | Path | None = None) -> dict:
     """(Re)create `claim_regroup`, `regroup_findings` and `revenue_impact`; return headline figures."""
-    sides = con.execute(_SIDES_SQL).df()
+    sides = _grouper_input(con, _SIDES_SQL)
     if sides.empty:
         for name, columns in EMPTY_SCHEMAS.items():
             con.execute(f"CREATE OR REPLACE TABLE {name} ({columns})")
         return revenue_summary_from_frame(con.execute("SELECT * FROM claim_regroup").df()) | {
             "weights_fiscal_years": []}
-    for column in ("dx", "poa", "px"):
-        sides[column] = sides[column].map(lambda v: list(v) if v is not None else [])
     grouped = grouper.group_many(sides[INPUT_COLUMNS]).drop(columns=["key"])
     frame = pd.concat([sides.reset_index(drop=True), grouped.reset_index(drop=True)], axis=1)
     frame["principal_dx"] = frame["dx"].map(lambda v: v[0] if len(v) else None)
@@ -247,13 +257,8 @@ def build_extrapolation(con: duckdb.DuckDBPyConnection) -> dict | None:
 
 
 _ALL_CLAIMS_SQL = f"""
-WITH lists AS (
-    SELECT claim_id,
-           list(code ORDER BY position) FILTER (WHERE kind = 'dx') AS dx,
-           list(coalesce(poa, '') ORDER BY position) FILTER (WHERE kind = 'dx') AS poa,
-           coalesce(list(code ORDER BY position) FILTER (WHERE kind = 'px'), []) AS px
-    FROM claim_codes WHERE side = 'original' GROUP BY claim_id
-)
+WITH original AS (SELECT * FROM claim_codes WHERE side = 'original'),
+lists AS ({_code_lists_sql("original", "claim_id")})
 SELECT c.claim_id AS key, c.claim_id, c.drg_version AS version, c.age, c.sex, c.discharge_status,
        l.dx, l.poa, l.px, false AS hospital_poa_exempt, {fiscal_year_sql('c.discharge_date')} AS fiscal_year,
        c.facility_id, c.payer, c.billed_drg
@@ -273,12 +278,10 @@ def build_billed_drg_validation(con: duckdb.DuckDBPyConnection, audit_period: st
     the regrouped one, with the dollar difference (regrouped payment - billed payment; positive:
     the claim was billed below what its codes support). Table `billed_drg_validation` (mismatches
     and ungroupable claims only)."""
-    frame = con.execute(_ALL_CLAIMS_SQL, {"period": audit_period}).df()
+    frame = _grouper_input(con, _ALL_CLAIMS_SQL, {"period": audit_period})
     if frame.empty:
         con.execute(f"CREATE OR REPLACE TABLE billed_drg_validation ({BILLED_VALIDATION_SCHEMA})")
         return {"claims_regrouped": 0, "billed_drg_mismatches": 0, "billed_drg_mismatch_amount": 0.0}
-    for column in ("dx", "poa", "px"):
-        frame[column] = frame[column].map(lambda v: list(v) if v is not None else [])
     grouped = grouper.group_many(frame[INPUT_COLUMNS])
     frame["regrouped_drg"] = grouped["drg"].to_numpy()
     frame["return_code"] = grouped["return_code"].to_numpy()
