@@ -51,9 +51,10 @@ RUN = textwrap.dedent("""
 """)
 
 GROUPER = textwrap.dedent("""
-    import json, sys, time
+    import datetime as dt, json, sys, time
     import duckdb, msdrg
-    from audits.grouping import MsdrgAdapter
+    from audits.codes import drg_version
+    from audits.grouping import SEX_CODES, MsdrgAdapter
     claims = sys.argv[1]
     con = duckdb.connect()
     rows = con.execute(f'''SELECT * FROM read_csv('{claims}', header=true, all_varchar=true) LIMIT 20000''').df()
@@ -63,15 +64,13 @@ GROUPER = textwrap.dedent("""
         dx = [getattr(r, f"dx{i}") for i in range(1, 26) if isinstance(getattr(r, f"dx{i}"), str)]
         poa = [getattr(r, f"poa{i}") or "" for i in range(1, len(dx) + 1)]
         px = [getattr(r, f"px{i}") for i in range(1, 26) if isinstance(getattr(r, f"px{i}"), str)]
-        y, m = int(r.discharge_date[:4]), int(r.discharge_date[5:7])
-        fy = y + (1 if m >= 10 else 0)
-        sides.append({"key": r.claim_id, "version": (fy - 1983) * 10 + (1 if 4 <= m <= 9 else 0),
+        sides.append({"key": r.claim_id, "version": drg_version(dt.date.fromisoformat(r.discharge_date)),
                       "age": int(r.age), "sex": r.sex, "discharge_status": r.discharge_status,
                       "dx": dx, "poa": poa, "px": px, "hospital_poa_exempt": False})
     with msdrg.MsdrgGrouper() as g:
         started = time.perf_counter()
         for s in sides:
-            g.group({"version": s["version"], "age": s["age"], "sex": {"M": 0, "F": 1}.get(s["sex"], 2),
+            g.group({"version": s["version"], "age": s["age"], "sex": SEX_CODES[s["sex"]],
                      "discharge_status": int(s["discharge_status"]),
                      "pdx": {"code": s["dx"][0]}, "sdx": [{"code": c, "poa": p or "Y"} for c, p in zip(s["dx"][1:], s["poa"][1:])],
                      "procedures": [{"code": c} for c in s["px"]]})
