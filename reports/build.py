@@ -20,6 +20,7 @@ from pathlib import Path, PurePath
 import duckdb
 import pandas as pd
 
+from audits.pricing import revenue_totals
 from reports import figures
 from reports.exports import write_csv
 from reports.html import (MAX_TABLE_ROWS, Card, Column, Table, count, figure_div, headline, kv_table, links,
@@ -279,24 +280,30 @@ def _write_worklists(wh: _Warehouse, out_dir: Path) -> dict[str, Path]:
 
 def _revenue_page(wh: _Warehouse, regroup: pd.DataFrame, extrapolation: pd.DataFrame, subtitle: str) -> str:
     totals = figures.payment_totals(regroup)
+    revenue = revenue_totals(regroup)  # the one definition the summary quotes too
     n = len(regroup)
     under = int((regroup["direction"] == "underpaid").sum())
     over = int((regroup["direction"] == "overpaid").sum())
     changed = int(regroup["drg_changed"].fillna(False).astype(bool).sum())
-    not_priced = int((regroup["direction"] == "not_priced").sum())
-    net = totals["underpaid"] - totals["overpaid"]
+    net = revenue["net_amount"]
+    nan = float("nan")
+
+    def rate(value):
+        return nan if value is None else value
+
     cards = [
-        Card("Underpaid (lost revenue)", money(totals["underpaid"]), f"{under:,} claims to rebill", "good"),
-        Card("Overpaid (refund liability)", money(totals["overpaid"]), f"{over:,} claims to refund", "bad"),
+        Card("Underpaid (lost revenue)", money(revenue["underpaid_amount"]), f"{under:,} claims to rebill", "good"),
+        Card("Overpaid (refund liability)", money(revenue["overpaid_amount"]), f"{over:,} claims to refund", "bad"),
         Card("Net (audited \u2212 original)", money(net, signed=True),
              f"on {money(totals['original'])} originally paid", "bad" if net < 0 else "good"),
-        Card("DRG change rate", pct(changed / n if n else float("nan")),
-             f"{changed:,} of {n:,} audited claims \u00b7 up {pct(under / n if n else float('nan'))}, "
-             f"down {pct(over / n if n else float('nan'))}"),
+        Card("DRG change rate", pct(rate(revenue["drg_change_rate"])),
+             f"{changed:,} of {n:,} audited claims \u00b7 up {pct(rate(revenue['drg_upgrade_rate']))}, "
+             f"down {pct(rate(revenue['drg_downgrade_rate']))}"),
         _extrapolation_card(extrapolation),
     ]
-    if not_priced:
-        cards.append(Card("Not priced", f"{not_priced:,}", "claims without a payment on one side (excluded)"))
+    if revenue["not_priced_claims"]:
+        cards.append(Card("Not priced", f"{revenue['not_priced_claims']:,}",
+                          "claims without a payment on one side (excluded)"))
     parts = [headline(cards)]
 
     fig = figures.waterfall_figure(regroup)
