@@ -1,15 +1,28 @@
-"""FHIR R4 ExplanationOfBenefit, CARIN Blue Button inpatient institutional profile, via fhir.resources.
+"""FHIR R4 ExplanationOfBenefit, CARIN Blue Button inpatient institutional profile.
 
 Input: NDJSON (one resource per line, as FHIR Bulk Data exports write them) or JSON (a Bundle or a
 single resource). The EOBs' Patient and Organization resources may sit in the same files, in other
-files of the same entity, or be contained in the EOB. Each EOB, Patient and Organization is
-validated with the fhir.resources R4B models (fhir.resources 8 ships R5 at the top level and R4B
-under `fhir.resources.R4B`; R4B left ExplanationOfBenefit, Patient and Organization as in R4, which
-CARIN BB profiles). An EOB the model rejects is quarantined with the model's message
-(rule invalid_fhir_resource); a line that is not JSON at all is an InputError. EOBs that are not
-institutional inpatient (type 'institutional' and subType 'inpatient' when given) are skipped.
+files of the same entity, or be contained in the EOB. EOBs that are not institutional inpatient
+(type 'institutional' and subType 'inpatient' when given) are skipped.
 
-Mapping (EOB -> contract):
+Validation, through the fhir.resources R4B models (fhir.resources 8 ships R5 at the top level and
+R4B under `fhir.resources.R4B`; R4B left ExplanationOfBenefit, Patient and Organization as in R4,
+which CARIN BB profiles). Building the model costs about 1 ms per EOB, 20-100 times what reading it
+costs, so the model is not built for every resource of a large export (set
+CODING_AUDIT_FHIR_VALIDATION=full for that). Instead, in DuckDB:
+- shape: the resources are grouped by their JSON structure (element names and JSON types at every
+  level, DuckDB `json_structure`); the model validates the first resource of each structure in
+  full. A structure the model rejects there has every one of its resources validated by the model.
+  A bulk export has a few dozen structures, so this is a few dozen model validations;
+- values: every value the mapping reads (ids, dates, sequences, codes, the required elements of
+  diagnosis, procedure and supportingInfo) is checked against the FHIR datatype patterns fhir_core
+  itself uses; a resource with any value out of pattern is validated by the model in full.
+An EOB the model rejects is quarantined with the model's message (rule invalid_fhir_resource); a
+Patient or Organization it rejects stops the load (InputError, file and row); a line that is not
+JSON at all is an InputError. What the fast path does not check: the format of primitive values in
+elements the audit does not read (meta, extensions, insurance...), which do not change a figure.
+
+Mapping (EOB -> contract), all in SQL:
 
 | contract | FHIR |
 |---|---|
@@ -28,8 +41,10 @@ Mapping (EOB -> contract):
 | poa1..poa25 | diagnosis.onAdmission code |
 | px1 / px2..px25 | procedure of type 'principal' / 'other' (or untyped), in sequence order |
 
-extra_columns: paid_amount (payment.amount, else total 'paidtoprovider'), admitting_dx,
-external_cause_dx, px{n}_date (procedure.date), eob_id.
+A code is the coding of the ICD-10-CM (diagnoses) / ICD-10-PCS (procedures) system when there is
+one, else the first coding with a code. extra_columns: paid_amount (payment.amount, else the first
+total 'paidtoprovider'; to the cent, half away from zero), admitting_dx, external_cause_dx,
+reason_for_visit_dx, px{n}_date (procedure.date), eob_id.
 
 An EOB as a review (a re-adjudicated or re-coded EOB): reviewer_id = enterer (identifier value or
 reference id), else the insurer; review_date = created; discharge_status and reviewer_drg from
@@ -42,28 +57,40 @@ principal diagnosis loads no dx1 and validation quarantines it as principal_dx_m
 
 from __future__ import annotations
 
-import datetime as dt
-import itertools
 import json
 import logging
 import os
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 
 from audits.contract import MAX_POSITIONS
 from audits.errors import InputError
-from audits.readers.detect import UNKNOWN_CODER, Records, age_at, create_staging, finish_staging
+from audits.readers.base import _sql_str
+from audits.readers.detect import UNKNOWN_CODER, create_staging, finish_staging, header_columns
 
 log = logging.getLogger(__name__)
 
 NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 ICD10CM_SYSTEMS = ("http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/icd-10")
 ICD10PCS_SYSTEMS = ("http://www.cms.gov/Medicare/Coding/ICD10", "http://hl7.org/fhir/sid/icd-10-pcs")
-_SEX = {"male": "M", "female": "F"}
-_SECONDARY_DX = {"other", "secondary", "discharge"}
-_EXTRA_DX = {"admitting": "admitting_dx", "externalcauseofinjury": "external_cause_dx",
-             "patientreasonforvisit": "reason_for_visit_dx"}
+SECONDARY_DX_TYPES = ("other", "secondary", "discharge")
+EXTRA_DX_TYPES = {"admitting": "admitting_dx", "externalcauseofinjury": "external_cause_dx",
+                  "patientreasonforvisit": "reason_for_visit_dx"}
+KINDS = ("ExplanationOfBenefit", "Patient", "Organization")
+
+# 'full': the model validates every resource (about 1 ms per EOB); anything else: the fast path
+# above. CODING_AUDIT_FHIR_WORKERS=N (opt-in) runs model validation in N spawned processes, worth it
+# only for thousands of validations; spawned processes re-import the calling program's main module,
+# which a script without an `if __name__ == "__main__":` guard does not survive (the CLI and
+# Dagster runs have the guard).
+VALIDATION = os.environ.get("CODING_AUDIT_FHIR_VALIDATION", "fast").strip().lower()
+WORKERS = int(os.environ.get("CODING_AUDIT_FHIR_WORKERS", "1") or 1)
+CHUNK = 2000
+BLOCK_BYTES = 64 << 20
+BOM = b"\xef\xbb\xbf"
 
 
 def _models():
@@ -78,147 +105,347 @@ def _models():
     return {"ExplanationOfBenefit": ExplanationOfBenefit, "Patient": Patient, "Organization": Organization}
 
 
-# Model validation costs ~0.5-1 ms per EOB (pydantic builds ~80 element objects), far more than
-# reading. CODING_AUDIT_FHIR_WORKERS=N (opt-in) validates in N spawned processes, one chunk of
-# resources per task (worth it from a few thousand EOBs). Off by default: spawned processes re-import the calling
-# program's main module, which a script without an `if __name__ == "__main__":` guard does not
-# survive; the CLI and Dagster runs have the guard.
-WORKERS = int(os.environ.get("CODING_AUDIT_FHIR_WORKERS", "1") or 1)
-CHUNK = 2000
+def _patterns() -> dict[str, str]:
+    """The FHIR datatype patterns, from fhir_core (the library fhir.resources validates with)."""
+    from fhir_core import types
+
+    return {"date": types.Date.pattern.pattern, "datetime": types.DateTime.pattern.pattern,
+            "id": types.Id.pattern,
+            "code": r"^[^\s]+(\s[^\s]+)*$",  # fhir_core's Code (a constraint inside its schema hook)
+            "positive_int": r"\+?[1-9][0-9]*"}  # fhir_core's PositiveInt
 
 
 def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> None:
-    """Stage FHIR EOB files (+ Patient / Organization resources) as `entity`.
-
-    Two passes over the files, so memory holds one chunk of EOBs at a time, not the whole
-    export: the first validates and summarises the Patient and Organization resources (an EOB may
-    come before the Patient it references), the second maps the EOBs chunk by chunk."""
+    """Stage FHIR EOB files (+ Patient / Organization resources) as `entity`."""
     create_staging(con, entity)
-
-    def resources(kinds: tuple[str, ...]):
-        for path in paths:
-            for source, row, full_url, resource in _resources(Path(path)):
-                if resource.get("resourceType") in kinds:
-                    yield source, row, full_url, resource
-
-    summaries: dict[str, dict] = {}
-    for keys, summary, error in _run(_summarise_chunk, resources(("Patient", "Organization")), ()):
-        if error is not None:
-            raise InputError(error[2], file=error[0], row=error[1])
-        for key in keys:
-            summaries[key] = summary
-    records = Records(entity)
-    skipped = 0
-    eobs = ((source, row, resource) for source, row, _, resource in resources(("ExplanationOfBenefit",)))
-    for mapped in _run(_map_chunk, eobs, (entity,)):
-        if mapped is None:
-            skipped += 1
-        else:
-            _finish(mapped, entity, summaries, records)
-    records.write(con)
+    try:
+        _load_resources(con, [Path(p) for p in paths])
+        _define_macros(con)
+        invalid = _invalid_resources(con)
+        _stage_summaries(con, invalid)
+        skipped = _stage_eobs(con, entity, invalid)
+    finally:
+        for table in ("fhir_docs", "fhir_kinds", "fhir_resources", "fhir_eob", "fhir_summaries",
+                      "fhir_codes", "fhir_claim", "fhir_keyed"):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
     finish_staging(con, entity)
     if skipped:
         log.info("%s ExplanationOfBenefit resources that are not institutional inpatient skipped", skipped)
 
 
-def _run(function, items, args: tuple):
-    """function(chunk, *args) over chunks of the iterable `items` (in a process pool when
-    WORKERS > 1); the results in input order."""
-    def chunks():
-        iterator = iter(items)
-        while chunk := list(itertools.islice(iterator, CHUNK)):
-            yield chunk
+# ---------------------------------------------------------------------------------------------
+# Reading: files -> fhir_resources (one row per resource, Bundles unpacked)
+# ---------------------------------------------------------------------------------------------
 
-    if WORKERS > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+def _load_resources(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> None:
+    """fhir_resources(rid, _source_file, _source_row, full_url, kind, doc): NDJSON row = line
+    number; Bundle row = entry number (1-based); a single JSON resource is row 1."""
+    con.execute("CREATE OR REPLACE TEMP TABLE fhir_docs "
+                "(file_index BIGINT, _source_file VARCHAR, _source_row BIGINT, doc VARCHAR)")
+    for index, path in enumerate(paths):
+        if not path.exists():
+            raise InputError("file not found", file=path)
+        for rows, docs, blank in _documents(path):
+            table = pa.table({"file_index": pa.array([index] * len(rows), pa.int64()),
+                              "_source_file": pa.array([str(path)] * len(rows), pa.string()),
+                              "_source_row": pa.array(rows, pa.int64()), "doc": docs, "blank": blank})
+            con.register("fhir_batch", table)
+            try:
+                con.execute("INSERT INTO fhir_docs SELECT * EXCLUDE (blank) FROM fhir_batch WHERE NOT blank")
+            finally:
+                con.unregister("fhir_batch")
+    try:  # one JSON parse per document on the way in; a parse error is located below
+        con.execute("CREATE OR REPLACE TEMP TABLE fhir_kinds AS "
+                    "SELECT *, json_extract_string(doc, '$.resourceType') AS kind FROM fhir_docs")
+    except duckdb.Error:
+        _raise_invalid_json(con)
+        raise
+    con.execute("DROP TABLE fhir_docs")
+    bad = con.execute("SELECT _source_file, _source_row FROM fhir_kinds WHERE kind IS NULL "
+                      "ORDER BY file_index, _source_row LIMIT 1").fetchall()
+    if bad:
+        raise InputError("not a FHIR resource (no resourceType)", file=bad[0][0], row=bad[0][1])
+    # rid: the resource's place in the input (file, line, Bundle entry) as one number, so "the
+    # first resource of..." needs no sort of the documents.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE fhir_resources AS
+        WITH resources AS (
+            SELECT file_index, _source_row AS line, coalesce(_source_row, 1) AS _source_row, 0 AS entry,
+                   _source_file, NULL::VARCHAR AS full_url, kind, doc
+            FROM fhir_kinds WHERE kind <> 'Bundle'
+            UNION ALL
+            SELECT b.file_index, b._source_row, coalesce(b._source_row, b.entry), b.entry, b._source_file,
+                   b.item->>'$.fullUrl',
+                   b.item->'$.resource'->>'$.resourceType', (b.item->'$.resource')::VARCHAR
+            FROM (SELECT file_index, _source_file, _source_row, unnest(json_extract(doc, '$.entry[*]')) AS item,
+                         generate_subscripts(json_extract(doc, '$.entry[*]'), 1) AS entry
+                  FROM fhir_kinds WHERE kind = 'Bundle') b
+            WHERE json_type(b.item, '$.resource') = 'OBJECT')
+        SELECT file_index * 1000000000000000 + coalesce(line, 0) * 10000000 + entry AS rid,
+               _source_file, _source_row, full_url, kind, doc
+        FROM resources WHERE kind IN ('ExplanationOfBenefit', 'Patient', 'Organization')""")
+    con.execute("DROP TABLE fhir_kinds")
 
-        with ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pending = []
-            for chunk in chunks():  # at most 2 chunks per worker in flight: bounded memory
-                pending.append(pool.submit(function, chunk, *args))
-                if len(pending) >= 2 * WORKERS:
-                    yield from pending.pop(0).result()
-            for future in pending:
-                yield from future.result()
-    else:
-        for chunk in chunks():
-            yield from function(chunk, *args)
+
+def _raise_invalid_json(con: duckdb.DuckDBPyConnection) -> None:
+    """InputError naming the first document that is not JSON (file, line)."""
+    bad = con.execute(f"SELECT _source_file, _source_row, doc FROM fhir_docs WHERE NOT json_valid(doc) "
+                      "ORDER BY file_index, _source_row LIMIT 1").fetchall()
+    if not bad:
+        return
+    source, row, doc = bad[0]
+    error = _json_error(doc)
+    message = error.msg if error is not None else "not valid JSON"
+    if row is None:
+        raise InputError(f"not valid JSON: {message}", file=source, row=getattr(error, "lineno", None))
+    raise InputError(f"line is not valid JSON ({message}); NDJSON wants one resource per line",
+                     file=source, row=row)
 
 
-def _summarise_chunk(chunk: list) -> list:
-    """Validate Patient / Organization resources; keep what a claim needs from them."""
-    models = _models()
-    out = []
-    for source, row, full_url, resource in chunk:
-        kind = resource["resourceType"]
-        try:
-            model = models[kind].model_validate(resource)
-        except Exception as exc:  # noqa: BLE001 - pydantic's ValidationError, reported plainly
-            out.append(((), None, (source, row, f"{kind} resource is not valid FHIR R4: {_first_error(exc)}")))
-            continue
-        keys = tuple(k for k in (f"{kind}/{resource['id']}" if resource.get("id") else None, full_url) if k)
-        out.append((keys, _summary(model), None))
-    return out
+def _json_error(doc: str):
+    try:
+        json.loads(doc)
+    except ValueError as exc:
+        return exc
+    return None
 
 
-def _summary(model) -> dict:
-    if model.get_resource_type() == "Patient":
-        return {"birth": _iso(model.birthDate), "gender": model.gender}
-    if model.get_resource_type() == "Organization":
-        return {"npi": _npi(model), "name": model.name}
-    return {}
-
-
-def _map_chunk(chunk: list, entity: str) -> list:
-    models = _models()
-    return [_eob(source, row, resource, entity, models) for source, row, resource in chunk]
-
-
-def _resources(path: Path):
-    """(file, row, fullUrl, resource dict) for every resource: NDJSON row = line number; Bundle
-    row = entry number (1-based); a single JSON resource is row 1."""
-    if not path.exists():
-        raise InputError("file not found", file=path)
-    source = str(path)
+def _documents(path: Path):
+    """(row numbers, Arrow strings) batches: NDJSON lines with their line numbers (each with its
+    line break, which JSON ignores; blank lines are dropped in SQL), or a whole JSON file as one
+    document without a row. Lines are cut with numpy and handed over as Arrow buffers: building a
+    Python bytes object per line cost more than DuckDB's parse of it."""
     with open(path, "rb") as fh:
-        first = fh.readline()
+        first = fh.readline().removeprefix(BOM)
     try:
         json.loads(first)
         ndjson = True
     except ValueError:
         ndjson = False
-    if ndjson:
-        with open(path, encoding="utf-8-sig") as fh:
-            for number, line in enumerate(fh, start=1):
-                if not line.strip():
+    with open(path, "rb") as fh:
+        if not ndjson:
+            data = fh.read().removeprefix(BOM)
+            offsets = np.array([0, len(data)], np.int64)
+            yield [None], _utf8(data, offsets, path, None), _blank(data, offsets)
+            return
+        line, carry, start = 1, b"", len(BOM) if _starts_with_bom(path) else 0
+        while True:
+            block = fh.read(BLOCK_BYTES)
+            data = carry + block
+            if not data:
+                return
+            if block:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:  # one line longer than a block: read on
+                    carry = data
                     continue
-                try:
-                    resource = json.loads(line)
-                except ValueError as exc:
-                    raise InputError(f"line is not valid JSON ({exc.msg}); NDJSON wants one resource "
-                                     "per line", file=path, row=number) from None
-                yield from _unbundle(source, number, resource)
-    else:
+                data, carry = data[:cut], data[cut:]
+            else:
+                carry = b""
+            ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1
+            if not len(ends) or ends[-1] != len(data):
+                ends = np.append(ends, len(data))
+            offsets = np.concatenate([[start], ends]).astype(np.int64)
+            yield np.arange(line, line + len(ends)), _utf8(data, offsets, path, line), _blank(data, offsets)
+            line += len(ends)
+            start = 0
+            if not block:
+                return
+
+
+def _blank(data: bytes, offsets: np.ndarray) -> np.ndarray:
+    """Which documents are only white space (blank NDJSON lines, skipped): only those starting
+    with white space need a look."""
+    buf = np.frombuffer(data, np.uint8)
+    starts = offsets[:-1]
+    first = np.full(len(starts), 32, np.uint8)
+    inside = starts < len(buf)
+    first[inside] = buf[starts[inside]]
+    blank = np.zeros(len(starts), bool)
+    for i in np.flatnonzero(np.isin(first, (9, 10, 13, 32))):
+        blank[i] = not data[offsets[i]:offsets[i + 1]].strip()
+    return blank
+
+
+def _starts_with_bom(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(len(BOM)) == BOM
+
+
+def _utf8(data: bytes, offsets: np.ndarray, path: Path, first_row: int | None) -> pa.Array:
+    """The documents data[offsets[i]:offsets[i+1]] as Arrow strings, checked to be UTF-8."""
+    docs = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+    try:
+        docs.validate(full=True)
+    except pa.ArrowInvalid:
+        for number in range(len(offsets) - 1):
+            try:
+                data[offsets[number]:offsets[number + 1]].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                row = None if first_row is None else first_row + number
+                raise InputError(f"not UTF-8 text (byte {exc.start + 1} of the "
+                                 f"{'line' if row else 'file'}); FHIR JSON is UTF-8", file=path, row=row) from None
+        raise
+    return docs
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: {rid: the model's message} for the resources fhir.resources rejects
+# ---------------------------------------------------------------------------------------------
+
+_CC = '{"coding":[{"system":"VARCHAR","code":"VARCHAR"}]}'
+_REF = '{"reference":"VARCHAR","display":"VARCHAR","identifier":{"value":"VARCHAR"}}'
+_PERIOD = '{"start":"VARCHAR","end":"VARCHAR"}'
+# What the mapping reads of an EOB, typed for DuckDB's json_transform (one parse per resource).
+EOB_SHAPE = (
+    '{"id":"VARCHAR","identifier":[{"type":CC,"value":"VARCHAR"}],"type":CC,"subType":CC,'
+    '"created":"VARCHAR","billablePeriod":PERIOD,'
+    '"supportingInfo":[{"sequence":"VARCHAR","category":CC,"timingPeriod":PERIOD,"code":CC}],'
+    '"diagnosis":[{"sequence":"VARCHAR","diagnosisCodeableConcept":CC,"diagnosisReference":"JSON",'
+    '"type":[CC],"onAdmission":CC}],'
+    '"procedure":[{"sequence":"VARCHAR","date":"VARCHAR","procedureCodeableConcept":CC,'
+    '"procedureReference":"JSON","type":[CC]}],'
+    '"patient":REF,"provider":REF,"insurer":REF,"enterer":REF,"payment":{"amount":{"value":"VARCHAR"}},'
+    '"total":[{"category":CC,"amount":{"value":"VARCHAR"}}],"processNote":[{"text":"VARCHAR"}],'
+    '"contained":["JSON"]}'
+).replace("CC", _CC).replace("REF", _REF).replace("PERIOD", _PERIOD)
+SUMMARY_SHAPE = ('{"id":"VARCHAR","gender":"VARCHAR","birthDate":"VARCHAR","name":"VARCHAR",'
+                 '"identifier":[{"system":"VARCHAR","value":"VARCHAR","type":CC}]}').replace("CC", _CC)
+
+
+def _define_macros(con: duckdb.DuckDBPyConnection) -> None:
+    code = _sql_str(_patterns()["code"])
+    con.execute(f"""
+        CREATE OR REPLACE TEMP MACRO fhir_codes(cc) AS
+            list_filter(list_transform(cc.coding, lambda c: c.code), lambda x: coalesce(x, '') <> '');
+        CREATE OR REPLACE TEMP MACRO fhir_type_codes(ccs) AS
+            flatten(list_transform(ccs, lambda t: fhir_codes(t)));
+        CREATE OR REPLACE TEMP MACRO fhir_code(cc, systems) AS coalesce(
+            list_filter(cc.coding, lambda c: list_contains(systems, c.system) AND coalesce(c.code, '') <> '')[1].code,
+            fhir_codes(cc)[1]);
+        CREATE OR REPLACE TEMP MACRO fhir_ref_id(r) AS CASE
+            WHEN coalesce(r.reference, '') <> '' THEN ltrim(regexp_replace(regexp_extract(r.reference, '[^/]*$'),
+                                                                      '^urn:uuid:', ''), '#')
+            ELSE r.identifier.value END;
+        CREATE OR REPLACE TEMP MACRO fhir_day(v) AS CASE WHEN regexp_matches(v, '^\\d{{4}}-\\d{{2}}-\\d{{2}}T')
+            THEN left(v, 10) ELSE v END;
+        CREATE OR REPLACE TEMP MACRO fhir_date_ok(v, pattern) AS v IS NULL OR (regexp_full_match(v, pattern)
+            AND (length(v) < 10 OR TRY_CAST(left(v, 10) AS DATE) IS NOT NULL));
+        CREATE OR REPLACE TEMP MACRO fhir_text_ok(v) AS v IS NULL OR v <> '';
+        CREATE OR REPLACE TEMP MACRO fhir_codes_ok(cc) AS
+            coalesce(list_bool_and(list_transform(cc.coding, lambda c: fhir_text_ok(c.system)
+                                                  AND (c.code IS NULL OR regexp_full_match(c.code, {code})))), true);
+        CREATE OR REPLACE TEMP MACRO fhir_ref_ok(r) AS
+            fhir_text_ok(r.reference) AND fhir_text_ok(r.display) AND fhir_text_ok(r.identifier.value);
+        CREATE OR REPLACE TEMP MACRO fhir_every(l) AS coalesce(list_bool_and(l), true);
+        """)
+
+
+def _values_ok_sql() -> tuple[str, str]:
+    """SQL: true when every value the mapping reads of an EOB (`e`) / a Patient or Organization
+    (`s`) is well formed."""
+    p = {k: _sql_str(v) for k, v in _patterns().items()}
+    dt_ok = lambda v: f"fhir_date_ok({v}, {p['datetime']})"  # noqa: E731
+    seq_ok = lambda v: f"coalesce(regexp_full_match({v}, {p['positive_int']}), false)"  # noqa: E731
+    eob = " AND ".join([
+        f"(e.id IS NULL OR regexp_full_match(e.id, {p['id']}))",
+        dt_ok("e.created"), dt_ok("e.billablePeriod.start"), dt_ok("e.billablePeriod.end"),
+        "fhir_codes_ok(e.type)", "fhir_codes_ok(e.subType)",
+        "fhir_every(list_transform(e.identifier, lambda i: fhir_codes_ok(i.type) AND fhir_text_ok(i.value)))",
+        "fhir_ref_ok(e.patient) AND fhir_ref_ok(e.provider) AND fhir_ref_ok(e.insurer) AND fhir_ref_ok(e.enterer)",
+        "fhir_every(list_transform(e.processNote, lambda n: fhir_text_ok(n.text)))",
+        "fhir_every(list_transform(e.supportingInfo, lambda s: "
+        f"{seq_ok('s.sequence')} AND s.category IS NOT NULL AND fhir_codes_ok(s.category) "
+        f"AND fhir_codes_ok(s.code) AND {dt_ok('s.timingPeriod.start')} AND {dt_ok('s.timingPeriod.end')}))",
+        "fhir_every(list_transform(e.diagnosis, lambda d: "
+        f"{seq_ok('d.sequence')} AND (d.diagnosisCodeableConcept IS NOT NULL OR d.diagnosisReference IS NOT NULL) "
+        "AND fhir_codes_ok(d.diagnosisCodeableConcept) AND fhir_codes_ok(d.onAdmission) "
+        "AND fhir_every(list_transform(d.type, lambda t: fhir_codes_ok(t)))))",
+        "fhir_every(list_transform(e.procedure, lambda x: "
+        f"{seq_ok('x.sequence')} AND (x.procedureCodeableConcept IS NOT NULL OR x.procedureReference IS NOT NULL) "
+        f"AND fhir_codes_ok(x.procedureCodeableConcept) AND {dt_ok('x.date')} "
+        "AND fhir_every(list_transform(x.type, lambda t: fhir_codes_ok(t)))))",
+        "fhir_every(list_transform(e.total, lambda t: fhir_codes_ok(t.category)))",
+        "(e.payment.amount.value IS NULL OR TRY_CAST(e.payment.amount.value AS DOUBLE) IS NOT NULL)",
+    ])
+    summary = " AND ".join([
+        f"(s.id IS NULL OR regexp_full_match(s.id, {p['id']}))",
+        f"fhir_date_ok(s.birthDate, {p['date']})",
+        f"(s.gender IS NULL OR regexp_full_match(s.gender, {p['code']}))",
+        "fhir_every(list_transform(s.identifier, lambda i: fhir_codes_ok(i.type) AND fhir_text_ok(i.system) "
+        "AND fhir_text_ok(i.value)))", "fhir_text_ok(s.name)",
+    ])
+    return eob, summary
+
+
+def _invalid_resources(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
+    """{rid: the model's message} for the resources fhir.resources rejects among those it is
+    asked to validate (see the module docstring). Leaves the transformed values in fhir_eob (EOBs)
+    and fhir_summaries (Patients, Organizations)."""
+    fast = VALIDATION != "full"
+    eob_ok, summary_ok = _values_ok_sql()
+    shape = "json_structure(doc)" if fast else "NULL::VARCHAR"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE fhir_eob AS
+        SELECT *, {eob_ok} AS values_ok FROM (
+            SELECT rid, _source_file, _source_row, {shape} AS shape,
+                   json_transform(doc, {_sql_str(EOB_SHAPE)}) AS e
+            FROM fhir_resources WHERE kind = 'ExplanationOfBenefit')""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE fhir_summaries AS
+        SELECT *, {summary_ok} AS values_ok FROM (
+            SELECT rid, _source_file, _source_row, kind, full_url, {shape} AS shape,
+                   json_transform(doc, {_sql_str(SUMMARY_SHAPE)}) AS s
+            FROM fhir_resources WHERE kind <> 'ExplanationOfBenefit')""")
+    checked = """SELECT rid, 'ExplanationOfBenefit' AS kind, shape, values_ok FROM fhir_eob
+                 UNION ALL SELECT rid, kind, shape, values_ok FROM fhir_summaries"""
+    if not fast:
+        suspects = [r[0] for r in con.execute(f"SELECT rid FROM ({checked}) ORDER BY rid").fetchall()]
+        return _validate(suspects, con)
+    firsts = con.execute(f"SELECT kind, shape, min(rid) FROM ({checked}) GROUP BY ALL ORDER BY 3").fetchall()
+    invalid = _validate([rid for _, _, rid in firsts], con)
+    rejected = [(kind, shape) for kind, shape, rid in firsts if rid in invalid]
+    suspects = [r[0] for r in con.execute(f"""
+        SELECT rid FROM ({checked})
+        WHERE NOT coalesce(values_ok, false) OR list_contains(?, struct_pack(kind := kind, shape := shape))
+        ORDER BY rid""", [[{"kind": k, "shape": s} for k, s in rejected]]).fetchall()]
+    invalid.update(_validate([rid for rid in suspects if rid not in invalid], con))
+    return invalid
+
+
+def _validate(rids: list[int], con: duckdb.DuckDBPyConnection) -> dict[int, str]:
+    """Model-validate the resources `rids`; {rid: message} for those the model rejects."""
+    if not rids:
+        return {}
+    rows = con.execute("SELECT rid, kind, doc FROM fhir_resources WHERE rid IN (SELECT unnest(?)) ORDER BY rid",
+                       [rids]).fetchall()
+    return dict(_run(_validate_chunk, rows))
+
+
+def _validate_chunk(chunk: list) -> list:
+    models = _models()
+    out = []
+    for rid, kind, doc in chunk:
         try:
-            with open(path, encoding="utf-8-sig") as fh:
-                resource = json.load(fh)
-        except ValueError as exc:
-            raise InputError(f"not valid JSON: {exc}", file=path,
-                             row=getattr(exc, "lineno", None)) from None
-        yield from _unbundle(source, None, resource)
+            models[kind].model_validate(json.loads(doc))
+        except Exception as exc:  # noqa: BLE001 - pydantic's ValidationError, reported plainly
+            out.append((rid, _first_error(exc)))
+    return out
 
 
-def _unbundle(source: str, row: int | None, resource):
-    if not isinstance(resource, dict) or "resourceType" not in resource:
-        raise InputError("not a FHIR resource (no resourceType)", file=source, row=row)
-    if resource["resourceType"] == "Bundle":
-        for number, entry in enumerate(resource.get("entry") or [], start=1):
-            item = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(item, dict):
-                yield source, row if row is not None else number, entry.get("fullUrl"), item
+def _run(function, items):
+    """function(chunk) over chunks of `items` (in a process pool when WORKERS > 1)."""
+    chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
+    if WORKERS > 1 and len(chunks) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for result in pool.map(function, chunks):
+                yield from result
     else:
-        yield source, row if row is not None else 1, None, resource
+        for chunk in chunks:
+            yield from function(chunk)
 
 
 def _first_error(exc: Exception) -> str:
@@ -233,208 +460,213 @@ def _first_error(exc: Exception) -> str:
     return str(exc).splitlines()[0]
 
 
-def _iso(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value.date().isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return str(value)
+# ---------------------------------------------------------------------------------------------
+# Mapping: Patient / Organization summaries, then EOBs -> staging tables
+# ---------------------------------------------------------------------------------------------
+
+def _stage_summaries(con: duckdb.DuckDBPyConnection, invalid: dict[int, str]) -> None:
+    """fhir_keyed(scope, key, who): what a claim needs of each Patient (birth, gender) and
+    Organization (npi, name), under every key a reference may use: 'Patient/<id>' and the Bundle
+    fullUrl (scope 0; the last resource of a key wins), and '#<id>' for resources contained in an
+    EOB (scope = the EOB's rid; the first wins)."""
+    bad = con.execute("SELECT rid, kind, _source_file, _source_row FROM fhir_summaries "
+                      "WHERE list_contains(?, rid) ORDER BY rid LIMIT 1", [list(invalid)]).fetchall()
+    if bad:
+        rid, kind, source, row = bad[0]
+        raise InputError(f"{kind} resource is not valid FHIR R4: {invalid[rid]}", file=source, row=row)
+    who = f"""struct_pack(kind := kind,
+        birth := CASE WHEN kind = 'Patient' THEN s.birthDate END,
+        gender := CASE WHEN kind = 'Patient' THEN s.gender END,
+        npi := CASE WHEN kind = 'Organization' THEN coalesce(
+            list_filter(s.identifier, lambda i: i.system = {_sql_str(NPI_SYSTEM)} AND coalesce(i.value, '') <> '')[1].value,
+            list_filter(s.identifier, lambda i: list_contains(fhir_codes(i.type), 'NPI')
+                                           AND coalesce(i.value, '') <> '')[1].value) END,
+        name := CASE WHEN kind = 'Organization' THEN s.name END)"""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE fhir_keyed AS
+        WITH global AS (
+            SELECT rid, kind || '/' || s.id AS key, {who} AS who FROM fhir_summaries WHERE coalesce(s.id, '') <> ''
+            UNION ALL
+            SELECT rid, full_url, {who} FROM fhir_summaries WHERE coalesce(full_url, '') <> ''),
+        contained AS (
+            SELECT cc.rid, cc.ord, '#' || (cc.doc->>'$.id') AS key, coalesce(cc.doc->>'$.resourceType', '') AS kind,
+                   json_transform(cc.doc, {_sql_str(SUMMARY_SHAPE)}) AS s
+            FROM (SELECT rid, unnest(e.contained) AS doc, generate_subscripts(e.contained, 1) AS ord
+                  FROM fhir_eob WHERE len(e.contained) > 0) cc
+            WHERE cc.doc->>'$.id' IS NOT NULL)
+        SELECT 0::BIGINT AS scope, key, arg_max(who, rid) AS who FROM global GROUP BY key
+        UNION ALL
+        SELECT rid, key, arg_min({who}, ord) FROM contained GROUP BY rid, key""")
 
 
-def _codes(concept) -> list:
-    return list(concept.coding or []) if concept is not None else []
+def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, str]) -> int:
+    """Map the EOBs into stg_<entity>, stg_<entity>_codes and stg_<entity>_findings; returns how
+    many were skipped as not institutional inpatient."""
+    cm, pcs = (f"[{', '.join(_sql_str(s) for s in systems)}]" for systems in (ICD10CM_SYSTEMS, ICD10PCS_SYSTEMS))
+    extra_types = f"[{', '.join(_sql_str(t) for t in EXTRA_DX_TYPES)}]"
+    secondary = f"[{', '.join(_sql_str(t) for t in SECONDARY_DX_TYPES)}]"
+
+    def info(category: str) -> str:
+        return f"list_filter(e.supportingInfo, lambda s: list_contains(fhir_codes(s.category), {_sql_str(category)}))[1]"
+
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE fhir_claim AS
+        SELECT rid, _source_file, _source_row, list_contains(?, rid) AS rejected,
+               coalesce(
+                   list_filter(e.identifier, lambda i: list_contains(fhir_codes(i.type), 'uc')
+                                                  AND coalesce(i.value, '') <> '')[1].value,
+                   nullif(e.identifier[1].value, ''), e.id) AS claim_id,
+               coalesce(list_contains(fhir_codes(e.type), 'institutional')
+                        AND (coalesce(len(fhir_codes(e.subType)), 0) = 0
+                             OR list_contains(fhir_codes(e.subType), 'inpatient')), false) AS inpatient,
+               CASE WHEN {info('admissionperiod')}.timingPeriod IS NOT NULL
+                    THEN {info('admissionperiod')}.timingPeriod ELSE e.billablePeriod END AS period
+        FROM fhir_eob""", [list(invalid)])
+    skipped = con.execute("SELECT count(*) FROM fhir_claim WHERE NOT rejected AND NOT inpatient").fetchall()[0][0]
+    con.execute("DELETE FROM fhir_claim WHERE NOT rejected AND NOT inpatient")
+
+    # One row per diagnosis / procedure, with its role and its contract position.
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE fhir_codes AS
+        WITH items AS (
+            SELECT dd.rid, dd.claim_id, 'dx' AS kind, dd.ord - 1 AS number, 'diagnosis[' || (dd.ord - 1) || ']' AS "column",
+                   coalesce(TRY_CAST(dd.v.sequence AS BIGINT), 0) AS seq, fhir_type_codes(dd.v.type) AS types,
+                   fhir_code(dd.v.diagnosisCodeableConcept, {cm}) AS code,
+                   fhir_code(dd.v.onAdmission, []::VARCHAR[]) AS poa, NULL::VARCHAR AS date
+            FROM (SELECT rid, claim_id, unnest(e.diagnosis) AS v, generate_subscripts(e.diagnosis, 1) AS ord
+                  FROM fhir_claim JOIN fhir_eob USING (rid) WHERE NOT rejected) dd
+            UNION ALL
+            SELECT pp.rid, pp.claim_id, 'px', pp.ord - 1, 'procedure[' || (pp.ord - 1) || ']',
+                   coalesce(TRY_CAST(pp.v.sequence AS BIGINT), 0), fhir_type_codes(pp.v.type),
+                   fhir_code(pp.v.procedureCodeableConcept, {pcs}), NULL, fhir_day(pp.v.date)
+            FROM (SELECT rid, claim_id, unnest(e.procedure) AS v, generate_subscripts(e.procedure, 1) AS ord
+                  FROM fhir_claim JOIN fhir_eob USING (rid) WHERE NOT rejected) pp),
+        roles AS (
+            SELECT *, CASE WHEN list_contains(types, 'principal') THEN 'principal'
+                           WHEN kind = 'dx' AND list_has_any(types, {extra_types})
+                                AND NOT list_has_any(types, {secondary}) THEN 'extra'
+                           ELSE 'other' END AS role
+            FROM items),
+        ranked AS (
+            SELECT *, CASE role WHEN 'principal' THEN row_number() OVER (PARTITION BY rid, kind, role ORDER BY number)
+                                WHEN 'other' THEN row_number() OVER (PARTITION BY rid, kind, role ORDER BY seq, number)
+                      END AS rank
+            FROM roles)
+        SELECT *, CASE WHEN role = 'principal' AND rank = 1 THEN 1 WHEN role = 'other' THEN rank + 1 END AS position
+        FROM ranked""")
+    _stage_findings(con, entity, invalid)
+    con.execute(f"""
+        INSERT INTO stg_{entity}_codes BY NAME
+        SELECT claim_id, kind, position::INTEGER AS position, position::VARCHAR AS position_raw,
+               nullif(code, '') AS code_raw, nullif(poa, '') AS poa_raw, _source_file, _source_row,
+               "column" AS _source_column
+        FROM fhir_codes JOIN fhir_claim USING (rid, claim_id)
+        WHERE position BETWEEN 1 AND {MAX_POSITIONS}
+        ORDER BY rid, kind, position""")
+    _stage_headers(con, entity, extra_types)
+    return skipped
 
 
-def _code(concept, systems: tuple[str, ...] = ()) -> str | None:
-    """The code of a CodeableConcept: the coding of one of `systems` if any, else the first."""
-    codings = _codes(concept)
-    for coding in codings:
-        if coding.system in systems and coding.code:
-            return coding.code
-    return next((c.code for c in codings if c.code), None)
+def _stage_findings(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, str]) -> None:
+    rejected = con.execute("SELECT rid, _source_file, _source_row, claim_id, e.id FROM fhir_claim JOIN fhir_eob "
+                           "USING (rid, _source_file, _source_row) WHERE rejected ORDER BY rid").fetchall()
+    if rejected:
+        con.executemany(
+            f"INSERT INTO stg_{entity}_findings VALUES (?, ?, ?, 'ExplanationOfBenefit', 'invalid_fhir_resource', ?, ?)",
+            [(source, row, claim_id, eob_id, f"not a valid FHIR R4 ExplanationOfBenefit: {invalid[rid]}")
+             for rid, source, row, claim_id, eob_id in rejected])
+    con.execute(f"""
+        INSERT INTO stg_{entity}_findings
+        WITH principal AS (
+            SELECT rid, kind, list("column" ORDER BY number)[2] AS "column",
+                   string_agg(coalesce(code, 'None'), ', ' ORDER BY number) AS value
+            FROM fhir_codes WHERE role = 'principal' GROUP BY rid, kind HAVING count(*) > 1),
+        too_many AS (
+            SELECT rid, kind, list("column" ORDER BY position)[{MAX_POSITIONS + 1}] AS "column", count(*) AS n
+            FROM fhir_codes WHERE position IS NOT NULL GROUP BY rid, kind HAVING count(*) > {MAX_POSITIONS}),
+        found AS (
+            SELECT rid, kind, 0 AS sort, "column", 'second_principal_' || kind AS rule, value,
+                   'more than one ' || CASE kind WHEN 'dx' THEN 'diagnosis' ELSE 'procedure' END
+                   || ' has type ''principal''; the claim is quarantined rather than one of them picked' AS reason
+            FROM principal
+            UNION ALL
+            SELECT rid, kind, 1, "column", 'too_many_' || kind, n::VARCHAR,
+                   n || ' ' || CASE kind WHEN 'dx' THEN 'diagnoses' ELSE 'procedures' END
+                   || '; the contract holds {MAX_POSITIONS}'
+            FROM too_many)
+        SELECT c._source_file, c._source_row, c.claim_id, f."column", f.rule, f.value, f.reason
+        FROM found f JOIN fhir_claim c USING (rid) ORDER BY f.rid, f.kind, f.sort""")
 
 
-def _type_codes(types) -> set[str]:
-    return {c.code for t in (types or []) for c in _codes(t) if c.code}
+def _stage_headers(con: duckdb.DuckDBPyConnection, entity: str, extra_types: str) -> None:
+    from audits.readers.detect import age_sql
 
+    def who(ref: str) -> str:
+        """Join the summary a reference points to: contained ('#id', in this EOB) or by key."""
+        return f"""LEFT JOIN fhir_keyed k_{ref} ON k_{ref}.key = c.e.{ref}.reference
+                   AND k_{ref}.scope = CASE WHEN starts_with(c.e.{ref}.reference, '#') THEN c.rid ELSE 0 END"""
 
-def _ref_key(reference) -> str | None:
-    return reference.reference if reference is not None else None
+    def status(category: str) -> str:
+        return (f"fhir_codes(list_filter(c.e.supportingInfo, lambda s: list_contains(fhir_codes(s.category), "
+                f"{_sql_str(category)}))[1].code)[1]")
 
-
-def _ref_id(reference) -> str | None:
-    """'Patient/pat-1' -> 'pat-1'; a logical reference -> its identifier value."""
-    if reference is None:
-        return None
-    if reference.reference:
-        return reference.reference.rsplit("/", 1)[-1].removeprefix("urn:uuid:").lstrip("#")
-    if reference.identifier is not None:
-        return reference.identifier.value
-    return None
-
-
-def _reference(reference, eob) -> dict:
-    """What a claim needs of a referenced resource: a contained one is summarised here, any other
-    is looked up by key in the main process (`_finish`)."""
-    if reference is None:
-        return {}
-    key = reference.reference
-    out = {"key": key, "id": _ref_id(reference), "display": reference.display,
-           "identifier": reference.identifier.value if reference.identifier is not None else None}
-    if key and key.startswith("#"):
-        found = next((c for c in (eob.contained or []) if getattr(c, "id", None) == key[1:]), None)
-        out["summary"] = _summary(found) if found is not None else None
-    return out
-
-
-def _npi(org) -> str | None:
-    for identifier in getattr(org, "identifier", None) or []:
-        if identifier.system == NPI_SYSTEM and identifier.value:
-            return identifier.value
-    for identifier in getattr(org, "identifier", None) or []:
-        if "NPI" in _type_codes([identifier.type] if identifier.type else []) and identifier.value:
-            return identifier.value
-    return None
-
-
-def _claim_id(resource: dict, eob=None) -> str | None:
-    identifiers = (eob.identifier if eob is not None else None) or []
-    for identifier in identifiers:
-        if "uc" in _type_codes([identifier.type] if identifier.type else []) and identifier.value:
-            return identifier.value
-    if identifiers and identifiers[0].value:
-        return identifiers[0].value
-    if eob is None:
-        for identifier in resource.get("identifier") or []:
-            if isinstance(identifier, dict) and identifier.get("value"):
-                return identifier["value"]
-    return resource.get("id")
-
-
-def _eob(source: str, row: int, resource: dict, entity: str, models: dict) -> dict | None:
-    """Validate and map one EOB into plain values (picklable: this runs in pool workers); None if
-    it is not an inpatient institutional EOB (skipped)."""
-    try:
-        eob = models["ExplanationOfBenefit"].model_validate(resource)
-    except Exception as exc:  # noqa: BLE001 - pydantic ValidationError: quarantine, not a traceback
-        claim_id = _claim_id(resource)
-        return {"source": source, "row": row, "claim_id": claim_id, "values": {},
-                "extra": {"eob_id": resource.get("id")}, "dx": [], "px": [], "refs": {},
-                "findings": [("ExplanationOfBenefit", "invalid_fhir_resource", resource.get("id"),
-                              f"not a valid FHIR R4 ExplanationOfBenefit: {_first_error(exc)}")]}
-    claim_type = _type_codes([eob.type] if eob.type else [])
-    sub_type = _type_codes([eob.subType] if eob.subType else [])
-    if "institutional" not in claim_type or (sub_type and "inpatient" not in sub_type):
-        return None
-    claim_id = _claim_id(resource, eob)
-    info = {}
-    for item in eob.supportingInfo or []:
-        for category in _type_codes([item.category]):
-            info.setdefault(category, item)
-    period = info.get("admissionperiod")
-    period = period.timingPeriod if period is not None and period.timingPeriod is not None else eob.billablePeriod
-    findings: list[tuple[str, str, object, str]] = []
-    extra: dict = {"eob_id": eob.id}
-
-    principal_dx, other_dx = [], []
-    for number, diagnosis in enumerate(eob.diagnosis or []):
-        types = _type_codes(diagnosis.type)
-        code = _code(diagnosis.diagnosisCodeableConcept, ICD10CM_SYSTEMS)
-        poa = _code(diagnosis.onAdmission)
-        column = f"diagnosis[{number}]"
-        if "principal" in types:
-            principal_dx.append((code, poa, column))
-        elif types & set(_EXTRA_DX) and not types & _SECONDARY_DX:
-            for t in types & set(_EXTRA_DX):
-                if t == "admitting":
-                    extra.setdefault("admitting_dx", code)
-                else:
-                    extra.setdefault(_EXTRA_DX[t], []).append(code)
-        else:
-            other_dx.append((diagnosis.sequence or 0, number, code, poa, column))
-    principal_px, other_px = [], []
-    for number, procedure in enumerate(eob.procedure or []):
-        types = _type_codes(procedure.type)
-        code = _code(procedure.procedureCodeableConcept, ICD10PCS_SYSTEMS)
-        item = (procedure.sequence or 0, number, code, _iso(procedure.date), f"procedure[{number}]")
-        (principal_px if "principal" in types else other_px).append(item)
-
-    dx = [(1, *principal_dx[0])] if principal_dx else []
-    dx += [(p, code, poa, column) for p, (_, _, code, poa, column) in enumerate(sorted(other_dx), start=2)]
-    px = [(1, *principal_px[0][2:])] if principal_px else []
-    px += [(p, code, date, column) for p, (_, _, code, date, column) in enumerate(sorted(other_px), start=2)]
-    if len(principal_dx) > 1:
-        findings.append((principal_dx[1][2], "second_principal_dx", ", ".join(str(x[0]) for x in principal_dx),
-                         "more than one diagnosis has type 'principal'; the claim is quarantined rather "
-                         "than one of them picked"))
-    if len(principal_px) > 1:
-        findings.append((principal_px[1][4], "second_principal_px", ", ".join(str(x[2]) for x in principal_px),
-                         "more than one procedure has type 'principal'; the claim is quarantined rather "
-                         "than one of them picked"))
-    for kind, codes in (("dx", dx), ("px", px)):
-        if len(codes) > MAX_POSITIONS:
-            findings.append((codes[MAX_POSITIONS][3], f"too_many_{kind}", str(len(codes)),
-                             f"{len(codes)} {'diagnoses' if kind == 'dx' else 'procedures'}; the contract "
-                             f"holds {MAX_POSITIONS}"))
-    dx, px = dx[:MAX_POSITIONS], px[:MAX_POSITIONS]
-    for position, _code_, date, _column in px:
-        extra[f"px{position}_date"] = date
-    if eob.payment is not None and eob.payment.amount is not None and eob.payment.amount.value is not None:
-        extra["paid_amount"] = f"{eob.payment.amount.value:.2f}"
-    else:
-        for total in eob.total or []:
-            if "paidtoprovider" in _type_codes([total.category]) and total.amount is not None:
-                extra["paid_amount"] = f"{total.amount.value:.2f}"
-    values = {"admit": _iso(period.start) if period is not None else None,
-              "discharge": _iso(period.end) if period is not None else None,
-              "status": _code(info["discharge-status"].code) if "discharge-status" in info else None,
-              "drg": _code(info["drg"].code) if "drg" in info else None,
-              "created": _iso(eob.created),
-              "notes": " / ".join(n.text for n in (eob.processNote or []) if n.text) or None}
-    refs = {name: _reference(getattr(eob, name), eob) for name in ("patient", "provider", "insurer", "enterer")}
-    return {"source": source, "row": row, "claim_id": claim_id, "values": values, "extra": extra,
-            "dx": dx, "px": px, "refs": refs, "findings": findings}
-
-
-def _finish(m: dict, entity: str, summaries: dict, records: Records) -> None:
-    """Resolve the EOB's references (Patient, Organizations) and write its staging rows."""
-    source, row, claim_id, v, refs = m["source"], m["row"], m["claim_id"], m["values"], m["refs"]
-
-    def resolved(name: str) -> dict | None:
-        ref = refs.get(name) or {}
-        if "summary" in ref:
-            return ref["summary"]
-        return summaries.get(ref.get("key")) if ref.get("key") else None
-
-    if not v:  # an EOB the model rejected: only its claim_id, so the finding can name it
-        values = {"claim_id": claim_id}
-    elif entity == "claims":
-        patient, provider, insurer = resolved("patient"), resolved("provider"), resolved("insurer")
-        age = age_at((patient or {}).get("birth"), v["admit"])
-        provider_ref = refs.get("provider") or {}
+    day = lambda v: f"TRY_CAST(CASE WHEN length({v}) >= 10 THEN left({v}, 10) END AS DATE)"  # noqa: E731
+    if entity == "claims":
         values = {
-            "claim_id": claim_id,
-            "facility_id": (provider or {}).get("npi") or provider_ref.get("identifier") or provider_ref.get("id"),
-            "patient_id": (refs.get("patient") or {}).get("id"), "admit_date": v["admit"],
-            "discharge_date": v["discharge"], "discharge_status": v["status"],
-            "age": None if age is None else str(age),
-            "sex": None if patient is None else _SEX.get(patient.get("gender") or "", "U"),
-            "payer": (refs.get("insurer") or {}).get("display") or (insurer or {}).get("name"),
-            "coder_id": UNKNOWN_CODER, "billed_drg": v["drg"],
+            "facility_id": "coalesce(nullif(provider.npi, ''), nullif(c.e.provider.identifier.value, ''), "
+                           "fhir_ref_id(c.e.provider))",
+            "patient_id": "fhir_ref_id(c.e.patient)",
+            "admit_date": "admit", "discharge_date": "fhir_day(c.period.end)",
+            "discharge_status": status("discharge-status"),
+            "age": age_sql(day("patient.birth"), day("admit")),
+            "sex": "CASE WHEN patient IS NULL THEN NULL WHEN patient.gender = 'male' THEN 'M' "
+                   "WHEN patient.gender = 'female' THEN 'F' ELSE 'U' END",
+            "payer": "coalesce(nullif(c.e.insurer.display, ''), insurer.name)",
+            "coder_id": _sql_str(UNKNOWN_CODER), "billed_drg": status("drg"),
         }
+        joins = {"patient": who("patient"), "provider": who("provider"), "insurer": who("insurer")}
     else:
-        enterer, insurer = refs.get("enterer") or {}, refs.get("insurer") or {}
-        values = {"claim_id": claim_id,
-                  "reviewer_id": enterer.get("identifier") or enterer.get("id") or insurer.get("display")
-                  or insurer.get("id"),
-                  "review_date": v["created"], "discharge_status": v["status"], "reviewer_drg": v["drg"],
-                  "notes": v["notes"]}
-    records.add_header(source, row, values, m["extra"])
-    for position, code, poa, column in m["dx"]:
-        records.add_code(claim_id, "dx", position, code, poa, source, row, column)
-    for position, code, _date, column in m["px"]:
-        records.add_code(claim_id, "px", position, code, None, source, row, column)
-    for column, rule, value, reason in m["findings"]:
-        records.add_finding(source, row, claim_id, column, rule, value, reason)
+        values = {
+            "reviewer_id": "coalesce(nullif(c.e.enterer.identifier.value, ''), nullif(fhir_ref_id(c.e.enterer), ''), "
+                           "nullif(c.e.insurer.display, ''), fhir_ref_id(c.e.insurer))",
+            "review_date": "fhir_day(c.e.created)", "discharge_status": status("discharge-status"),
+            "reviewer_drg": status("drg"),
+            "notes": "nullif(array_to_string(list_filter(list_transform(c.e.processNote, lambda n: n.text), "
+                     "lambda t: coalesce(t, '') <> ''), ' / '), '')",
+        }
+        joins = {}
+    values["claim_id"] = "c.claim_id"
+    columns = ", ".join(f"CASE WHEN c.rejected AND '{name}' <> 'claim_id' THEN NULL "
+                        f"ELSE nullif(CAST({values.get(name, 'NULL')} AS VARCHAR), '') END AS {name}"
+                        for name in header_columns(entity))
+    paid = ("coalesce(c.e.payment.amount.value, list_filter(c.e.total, lambda t: list_contains(fhir_codes(t.category), "
+            "'paidtoprovider') AND t.amount.value IS NOT NULL)[1].amount.value)")
+    dx_extra = lambda t: (f"list(fc.code ORDER BY fc.number) FILTER (WHERE fc.kind = 'dx' AND fc.role = 'extra' "  # noqa: E731
+                          f"AND list_contains(fc.types, {_sql_str(t)}))")
+    con.execute(f"""
+        INSERT INTO stg_{entity} BY NAME
+        WITH extra_codes AS (
+            SELECT rid,
+                   {dx_extra('admitting')}[1] AS admitting_dx,
+                   nullif({dx_extra('externalcauseofinjury')}, []) AS external_cause_dx,
+                   nullif({dx_extra('patientreasonforvisit')}, []) AS reason_for_visit_dx,
+                   to_json(map_from_entries(list(struct_pack(k := 'px' || fc.position || '_date', v := fc.date)
+                                                 ORDER BY fc.position)
+                       FILTER (WHERE fc.kind = 'px' AND fc.position <= {MAX_POSITIONS})))::VARCHAR AS px_dates
+            FROM fhir_codes fc GROUP BY rid),
+        claim AS (
+            SELECT c.*, fhir_day(c.period.start) AS admit,
+                   {', '.join(f'k_{name}.who AS {name}' for name in joins) or 'NULL AS unused'}
+            FROM (SELECT * FROM fhir_claim JOIN fhir_eob USING (rid, _source_file, _source_row)) c
+            {' '.join(joins.values())})
+        SELECT c._source_file, c._source_row, {columns},
+               nullif(json_merge_patch('{{}}', json_object(
+                   'eob_id', c.e.id,
+                   'admitting_dx', CASE WHEN NOT c.rejected THEN xc.admitting_dx END,
+                   'external_cause_dx', CASE WHEN NOT c.rejected THEN xc.external_cause_dx END,
+                   'reason_for_visit_dx', CASE WHEN NOT c.rejected THEN xc.reason_for_visit_dx END,
+                   'paid_amount', CASE WHEN NOT c.rejected
+                       THEN CAST(round(TRY_CAST({paid.replace('c.e.', 'c.e.')} AS DECIMAL(38, 10)), 2) AS DECIMAL(38, 2))::VARCHAR END),
+                   CASE WHEN NOT c.rejected THEN coalesce(xc.px_dates, '{{}}') ELSE '{{}}' END), '{{}}') AS extra_columns
+        FROM claim c LEFT JOIN extra_codes xc USING (rid)
+        ORDER BY c.rid""")
