@@ -122,15 +122,21 @@ def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> Non
         _load_resources(con, [Path(p) for p in paths])
         _define_macros(con)
         invalid = _invalid_resources(con)
+        _drop(con, "fhir_resources", "fhir_kinds")  # the documents: what follows reads the typed values
         _stage_summaries(con, invalid)
         skipped = _stage_eobs(con, entity, invalid)
     finally:
-        for table in ("fhir_docs", "fhir_kinds", "fhir_resources", "fhir_eob", "fhir_summaries",
-                      "fhir_codes", "fhir_claim", "fhir_keyed"):
-            con.execute(f"DROP TABLE IF EXISTS {table}")
+        _drop(con, "fhir_resources", "fhir_kinds", "fhir_eob", "fhir_summaries", "fhir_codes",
+              "fhir_claim", "fhir_keyed")
     finish_staging(con, entity)
     if skipped:
         log.info("%s ExplanationOfBenefit resources that are not institutional inpatient skipped", skipped)
+
+
+def _drop(con: duckdb.DuckDBPyConnection, *names: str) -> None:
+    for name in names:
+        kind = "VIEW" if name == "fhir_resources" else "TABLE"
+        con.execute(f"DROP {kind} IF EXISTS {name}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,8 +146,8 @@ def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> Non
 def _load_resources(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> None:
     """fhir_resources(rid, _source_file, _source_row, full_url, kind, doc): NDJSON row = line
     number; Bundle row = entry number (1-based); a single JSON resource is row 1."""
-    con.execute("CREATE OR REPLACE TEMP TABLE fhir_docs "
-                "(file_index BIGINT, _source_file VARCHAR, _source_row BIGINT, doc VARCHAR)")
+    con.execute("CREATE OR REPLACE TEMP TABLE fhir_kinds "
+                "(file_index BIGINT, _source_file VARCHAR, _source_row BIGINT, doc VARCHAR, kind VARCHAR)")
     for index, path in enumerate(paths):
         if not path.exists():
             raise InputError("file not found", file=path)
@@ -150,25 +156,23 @@ def _load_resources(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> None:
                               "_source_file": pa.array([str(path)] * len(rows), pa.string()),
                               "_source_row": pa.array(rows, pa.int64()), "doc": docs, "blank": blank})
             con.register("fhir_batch", table)
-            try:
-                con.execute("INSERT INTO fhir_docs SELECT * EXCLUDE (blank) FROM fhir_batch WHERE NOT blank")
+            try:  # the one JSON parse of each document on the way in; a parse error is located
+                con.execute("INSERT INTO fhir_kinds SELECT * EXCLUDE (blank), "
+                            "json_extract_string(doc, '$.resourceType') FROM fhir_batch WHERE NOT blank")
+            except duckdb.Error:
+                _raise_invalid_json(con)
+                raise
             finally:
                 con.unregister("fhir_batch")
-    try:  # one JSON parse per document on the way in; a parse error is located below
-        con.execute("CREATE OR REPLACE TEMP TABLE fhir_kinds AS "
-                    "SELECT *, json_extract_string(doc, '$.resourceType') AS kind FROM fhir_docs")
-    except duckdb.Error:
-        _raise_invalid_json(con)
-        raise
-    con.execute("DROP TABLE fhir_docs")
     bad = con.execute("SELECT _source_file, _source_row FROM fhir_kinds WHERE kind IS NULL "
                       "ORDER BY file_index, _source_row LIMIT 1").fetchall()
     if bad:
         raise InputError("not a FHIR resource (no resourceType)", file=bad[0][0], row=bad[0][1])
     # rid: the resource's place in the input (file, line, Bundle entry) as one number, so "the
-    # first resource of..." needs no sort of the documents.
+    # first resource of..." needs no sort of the documents. A view: no copy of the documents
+    # (Bundles, rare in bulk exports, are unpacked on each of its three reads).
     con.execute("""
-        CREATE OR REPLACE TEMP TABLE fhir_resources AS
+        CREATE OR REPLACE TEMP VIEW fhir_resources AS
         WITH resources AS (
             SELECT file_index, _source_row AS line, coalesce(_source_row, 1) AS _source_row, 0 AS entry,
                    _source_file, NULL::VARCHAR AS full_url, kind, doc
@@ -184,13 +188,12 @@ def _load_resources(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> None:
         SELECT file_index * 1000000000000000 + coalesce(line, 0) * 10000000 + entry AS rid,
                _source_file, _source_row, full_url, kind, doc
         FROM resources WHERE kind IN ('ExplanationOfBenefit', 'Patient', 'Organization')""")
-    con.execute("DROP TABLE fhir_kinds")
 
 
 def _raise_invalid_json(con: duckdb.DuckDBPyConnection) -> None:
-    """InputError naming the first document that is not JSON (file, line)."""
-    bad = con.execute(f"SELECT _source_file, _source_row, doc FROM fhir_docs WHERE NOT json_valid(doc) "
-                      "ORDER BY file_index, _source_row LIMIT 1").fetchall()
+    """InputError naming the first document of the batch that is not JSON (file, line)."""
+    bad = con.execute("SELECT _source_file, _source_row, doc FROM fhir_batch WHERE NOT blank AND NOT json_valid(doc) "
+                      "ORDER BY _source_row LIMIT 1").fetchall()
     if not bad:
         return
     source, row, doc = bad[0]
