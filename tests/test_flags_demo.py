@@ -2,12 +2,11 @@
 
 - Planted patterns (DemoConfig default): coder C07 (an MCC over-coder) is flagged by the coder rule and
   facility F003 (a septicemia outlier) by the septicemia target area.
-- No planted pattern (`plant_patterns=False`): no coder flag and no facility flag (every facility flag
-  carries a BH q < 0.05) in at least 19 of 20 seeds. Default suite: 5 seeds of 2,000 claims / 300
-  audited (at most one seed with a flag, the same 95% bar); the 20-seed version at 5,000 / 800 is marked
-  slow (about 40 s). Measured when written (5,000 / 800): seeds 1-20, no seed with a coder or facility
-  flag; seeds 21-60, 5 of 40 seeds with one (2 coder, 3 facility): about 8% of seeds overall, as expected
-  from two Benjamini-Hochberg families (coders; facility tests) each at 0.05 under a complete null.
+- No planted pattern (`plant_patterns=False`): no coder flag and no facility flag in at least 19 of
+  20 seeds. Default suite: 5 seeds of 2,000 claims / 300 audited (at most one seed with a flag, the
+  same 95% bar); the 20-seed version at 5,000 / 800 is marked slow (about 40 s). Measured (5,000 /
+  800, seeds 1-60): with each of the two Benjamini-Hochberg families (coders; facility tests) at
+  q < 0.05, 5 of 60 seeds had a coder or facility flag; at q < 0.025 each (flags.FAMILY_ALPHA), 1.
 - Every flag's evidence lists claims; for claim and coder flags the exposure equals the sum of those
   claims' overpaid magnitudes (max(0, -delta) from claim_regroup).
 """
