@@ -17,6 +17,8 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from audits.codes import fiscal_year_sql
 from audits.grouping import INPUT_COLUMNS, Grouper
@@ -37,11 +39,16 @@ def _code_lists_sql(source: str, keys: str) -> str:
 
 
 def _grouper_input(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> pd.DataFrame:
-    """Run a query with dx/poa/px list columns; the lists as plain Python lists for the grouper."""
-    frame = con.execute(sql, params or {}).df()
+    """Run a query with dx/poa/px list columns, fetched through Arrow: the lists stay Arrow lists
+    (pd.ArrowDtype, a missing list as []), which the grouper reads column-wise. Going through
+    `.df()` and a Python list per cell cost as much as building the grouper's requests (whole
+    claims universe, 300,000 claims: 2.6 s of a 17 s stage)."""
+    table = con.sql(sql, params=params or None).to_arrow_table()
     for column in ("dx", "poa", "px"):
-        frame[column] = frame[column].map(lambda v: list(v) if v is not None else [])
-    return frame
+        i = table.schema.get_field_index(column)
+        values = table.column(i)
+        table = table.set_column(i, column, pc.coalesce(values, pa.scalar([], values.type)))
+    return table.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_list(t) else None)
 
 
 _SIDES_SQL = f"""
