@@ -53,7 +53,9 @@ def billed_drg_validation(context: dg.AssetExecutionContext, warehouse: Warehous
     from audits.regroup import BILLED_VALIDATION_SCHEMA, build_billed_drg_validation
 
     figures: dict = {"enabled": settings.regroup_universe}
-    grouper = MsdrgAdapter(mode="threads")
+    # auto: the whole universe is far above the process threshold, so worker processes (from a fork
+    # server, not a fork of this process) also read the answers in parallel (300,000 claims: ~1.7 s of 14 s).
+    grouper = MsdrgAdapter()
     rate_config = settings.rate_config()
 
     def build(con) -> None:

