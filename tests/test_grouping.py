@@ -149,6 +149,20 @@ def test_one_and_two_workers_agree():
     pd.testing.assert_frame_equal(one, processes)
 
 
+def test_requests_built_in_blocks_match_one_block():
+    """Large inputs build their requests in row blocks: same output, repeats across blocks grouped once."""
+    rng = random.Random(5)
+    pool = ["N179", "J9601", "E1165", "I10", "E871", "D62", "L89153", "T814XXA"]
+    rows = [side(f"b{i}", [rng.choice(["I5023", "A419", "J189", "ZZZ9"]), *rng.sample(pool, rng.randint(0, 3))],
+                 poa=rng.choice(["Y", "N", None, ""]), age=rng.choice([70, 70, 150]), sex=rng.choice("MMFX"))
+            for i in range(500)]
+    frame = pd.DataFrame(rows)
+    one = MsdrgAdapter(mode="threads")
+    blocks = MsdrgAdapter(mode="threads", batch_size=37)
+    pd.testing.assert_frame_equal(one.group_many(frame), blocks.group_many(frame))
+    assert blocks.last_run["distinct_code_sets"] == one.last_run["distinct_code_sets"] < 500
+
+
 def test_column_wise_requests_and_results_match_the_reference_forms(grouper):
     """The pyarrow request builder and the result reader give what json.dumps/json.loads give."""
     rng = random.Random(11)
