@@ -63,6 +63,10 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: W
     context.log.info(f"loading audit period {period}: {files.as_dict()}")
     with warehouse.get_connection() as con:
         result = ingest_logic.load(con, files, period, settings.max_rejected_share)
+        # Read back on the same connection: once it is released another run of this period may
+        # replace the load (and its `loads` row) before this step ends.
+        row = con.execute("SELECT claims_in, claims_loaded, claims_rejected, reviews_in, reviews_loaded, "
+                          "reviews_rejected FROM loads WHERE load_id = ?", [result.load_id]).fetchall()[0]
     counts = result.as_dict()
     context.log.info(
         f"loaded {result.claims_loaded:,} of {result.claims_in:,} claims and {result.reviews_loaded:,} of "
@@ -72,9 +76,6 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: W
         yield dg.MaterializeResult(asset_key=table, metadata={
             "load_id": result.load_id, **{k: v for k, v in counts.items() if isinstance(v, int)},
             "rejected_by_rule": dg.MetadataValue.json(by_rule)})
-    with warehouse.get_connection() as con:
-        row = con.execute("SELECT claims_in, claims_loaded, claims_rejected, reviews_in, reviews_loaded, "
-                          "reviews_rejected FROM loads WHERE load_id = ?", [result.load_id]).fetchall()[0]
     yield dg.AssetCheckResult(asset_key="claims", check_name="rows_reconcile",
                               passed=row[0] == row[1] + row[2],
                               metadata={"claims_in": row[0], "loaded": row[1], "rejected": row[2]})
