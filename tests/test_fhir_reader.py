@@ -144,3 +144,14 @@ def test_contained_and_full_url_references_resolve(tmp_path):
     # Admitted 2026-01-02, born 1990-04-02: 35 (the 36th birthday comes in April).
     assert con.execute("SELECT claim_id, _source_row, facility_id, patient_id, age, sex FROM stg_claims").fetchall() == [
         ("B1", 2, "1558444216", "p", "35", "F")]
+
+
+def test_resource_type_need_not_come_first(tmp_path):
+    """The reader reads resourceType from the start of the text when it is the first key (bulk
+    exports write it first); anywhere else in the object it is found by a full parse."""
+    last = {k: v for k, v in A3.items() if k != "resourceType"} | {"resourceType": "ExplanationOfBenefit"}
+    patient = json.loads(OTHERS[2])  # pat-3
+    patient = {k: v for k, v in patient.items() if k != "resourceType"} | {"resourceType": "Patient"}
+    con = stage(write(tmp_path, last, patient, *OTHERS[4:]))
+    assert con.execute("SELECT claim_id, patient_id, age, sex FROM stg_claims").fetchall() == [
+        ("A3", "pat-3", "35", "F")]
