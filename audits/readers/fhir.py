@@ -576,7 +576,7 @@ def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, 
         FROM fhir_codes JOIN fhir_claim USING (rid, claim_id)
         WHERE position BETWEEN 1 AND {MAX_POSITIONS}
         ORDER BY rid, kind, position""")
-    _stage_headers(con, entity, extra_types)
+    _stage_headers(con, entity)
     return skipped
 
 
@@ -611,7 +611,7 @@ def _stage_findings(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[i
         FROM found f JOIN fhir_claim c USING (rid) ORDER BY f.rid, f.kind, f.sort""")
 
 
-def _stage_headers(con: duckdb.DuckDBPyConnection, entity: str, extra_types: str) -> None:
+def _stage_headers(con: duckdb.DuckDBPyConnection, entity: str) -> None:
     from audits.readers.detect import age_sql
 
     def who(ref: str) -> str:
@@ -669,7 +669,7 @@ def _stage_headers(con: duckdb.DuckDBPyConnection, entity: str, extra_types: str
             FROM fhir_codes fc GROUP BY rid),
         claim AS (
             SELECT c.*, fhir_day(c.period.start) AS admit,
-                   {', '.join(f'k_{name}.who AS {name}' for name in joins) or 'NULL AS unused'}
+                   {', '.join(f'k_{name}.who AS {name}' for name in joins) or 'NULL AS no_references'}
             FROM (SELECT * FROM fhir_claim JOIN fhir_eob USING (rid, _source_file, _source_row)) c
             {' '.join(joins.values())})
         SELECT c._source_file, c._source_row, {columns},
@@ -679,7 +679,7 @@ def _stage_headers(con: duckdb.DuckDBPyConnection, entity: str, extra_types: str
                    'external_cause_dx', CASE WHEN NOT c.rejected THEN xc.external_cause_dx END,
                    'reason_for_visit_dx', CASE WHEN NOT c.rejected THEN xc.reason_for_visit_dx END,
                    'paid_amount', CASE WHEN NOT c.rejected
-                       THEN CAST(round(TRY_CAST({paid.replace('c.e.', 'c.e.')} AS DECIMAL(38, 10)), 2) AS DECIMAL(38, 2))::VARCHAR END),
+                       THEN CAST(round(TRY_CAST({paid} AS DECIMAL(38, 10)), 2) AS DECIMAL(38, 2))::VARCHAR END),
                    CASE WHEN NOT c.rejected THEN coalesce(xc.px_dates, '{{}}') ELSE '{{}}' END), '{{}}') AS extra_columns
         FROM claim c LEFT JOIN extra_codes xc USING (rid)
         ORDER BY c.rid""")
