@@ -69,7 +69,7 @@ import pyarrow as pa
 from audits.contract import MAX_POSITIONS
 from audits.errors import InputError
 from audits.readers.base import _sql_str
-from audits.readers.detect import UNKNOWN_CODER, create_staging, finish_staging, header_columns
+from audits.readers.detect import UNKNOWN_CODER, age_sql, create_staging, finish_staging, header_columns
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,9 @@ def _documents(path: Path):
     document without a row. Lines are cut with numpy and handed over as Arrow buffers: building a
     Python bytes object per line cost more than DuckDB's parse of it."""
     with open(path, "rb") as fh:
-        first = fh.readline().removeprefix(BOM)
+        first = fh.readline()
+    bom = len(BOM) if first.startswith(BOM) else 0
+    first = first[bom:]
     try:
         json.loads(first)
         ndjson = True
@@ -237,7 +239,7 @@ def _documents(path: Path):
             offsets = np.array([0, len(data)], np.int64)
             yield [None], _utf8(data, offsets, path, None), _blank(data, offsets)
             return
-        line, carry, start = 1, b"", len(BOM) if _starts_with_bom(path) else 0
+        line, carry, start = 1, b"", bom
         while True:
             block = fh.read(BLOCK_BYTES)
             data = carry + block
@@ -274,11 +276,6 @@ def _blank(data: bytes, offsets: np.ndarray) -> np.ndarray:
     for i in np.flatnonzero(np.isin(first, (9, 10, 13, 32))):
         blank[i] = not data[offsets[i]:offsets[i + 1]].strip()
     return blank
-
-
-def _starts_with_bom(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(len(BOM)) == BOM
 
 
 def _utf8(data: bytes, offsets: np.ndarray, path: Path, first_row: int | None) -> pa.Array:
@@ -332,6 +329,8 @@ def _define_macros(con: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE TEMP MACRO fhir_code(cc, systems) AS coalesce(
             list_filter(cc.coding, lambda c: list_contains(systems, c.system) AND coalesce(c.code, '') <> '')[1].code,
             fhir_codes(cc)[1]);
+        CREATE OR REPLACE TEMP MACRO fhir_info(e, category) AS
+            list_filter(e.supportingInfo, lambda s: list_contains(fhir_codes(s.category), category))[1];
         CREATE OR REPLACE TEMP MACRO fhir_ref_id(r) AS CASE
             WHEN coalesce(r.reference, '') <> '' THEN ltrim(regexp_replace(regexp_extract(r.reference, '[^/]*$'),
                                                                       '^urn:uuid:', ''), '#')
@@ -519,9 +518,6 @@ def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, 
     extra_types = f"[{', '.join(_sql_str(t) for t in EXTRA_DX_TYPES)}]"
     secondary = f"[{', '.join(_sql_str(t) for t in SECONDARY_DX_TYPES)}]"
 
-    def info(category: str) -> str:
-        return f"list_filter(e.supportingInfo, lambda s: list_contains(fhir_codes(s.category), {_sql_str(category)}))[1]"
-
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE fhir_claim AS
         SELECT rid, _source_file, _source_row, list_contains(?, rid) AS rejected,
@@ -532,8 +528,7 @@ def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, 
                coalesce(list_contains(fhir_codes(e.type), 'institutional')
                         AND (coalesce(len(fhir_codes(e.subType)), 0) = 0
                              OR list_contains(fhir_codes(e.subType), 'inpatient')), false) AS inpatient,
-               CASE WHEN {info('admissionperiod')}.timingPeriod IS NOT NULL
-                    THEN {info('admissionperiod')}.timingPeriod ELSE e.billablePeriod END AS period
+               coalesce(fhir_info(e, 'admissionperiod').timingPeriod, e.billablePeriod) AS period
         FROM fhir_eob""", [list(invalid)])
     skipped = con.execute("SELECT count(*) FROM fhir_claim WHERE NOT rejected AND NOT inpatient").fetchall()[0][0]
     con.execute("DELETE FROM fhir_claim WHERE NOT rejected AND NOT inpatient")
@@ -612,16 +607,13 @@ def _stage_findings(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[i
 
 
 def _stage_headers(con: duckdb.DuckDBPyConnection, entity: str) -> None:
-    from audits.readers.detect import age_sql
-
     def who(ref: str) -> str:
         """Join the summary a reference points to: contained ('#id', in this EOB) or by key."""
         return f"""LEFT JOIN fhir_keyed k_{ref} ON k_{ref}.key = c.e.{ref}.reference
                    AND k_{ref}.scope = CASE WHEN starts_with(c.e.{ref}.reference, '#') THEN c.rid ELSE 0 END"""
 
     def status(category: str) -> str:
-        return (f"fhir_codes(list_filter(c.e.supportingInfo, lambda s: list_contains(fhir_codes(s.category), "
-                f"{_sql_str(category)}))[1].code)[1]")
+        return f"fhir_codes(fhir_info(c.e, {_sql_str(category)}).code)[1]"
 
     day = lambda v: f"TRY_CAST(CASE WHEN length({v}) >= 10 THEN left({v}, 10) END AS DATE)"  # noqa: E731
     if entity == "claims":
@@ -656,13 +648,16 @@ def _stage_headers(con: duckdb.DuckDBPyConnection, entity: str) -> None:
             "'paidtoprovider') AND t.amount.value IS NOT NULL)[1].amount.value)")
     dx_extra = lambda t: (f"list(fc.code ORDER BY fc.number) FILTER (WHERE fc.kind = 'dx' AND fc.role = 'extra' "  # noqa: E731
                           f"AND list_contains(fc.types, {_sql_str(t)}))")
+    # The admitting diagnosis is one (the first); external causes and reasons for visit are lists.
+    extra_dx = ", ".join(f"{dx_extra(t)}[1] AS {name}" if t == "admitting" else f"nullif({dx_extra(t)}, []) AS {name}"
+                         for t, name in EXTRA_DX_TYPES.items())
+    extra_dx_pairs = ", ".join(f"'{name}', CASE WHEN NOT c.rejected THEN xc.{name} END"
+                               for name in EXTRA_DX_TYPES.values())
     con.execute(f"""
         INSERT INTO stg_{entity} BY NAME
         WITH extra_codes AS (
             SELECT rid,
-                   {dx_extra('admitting')}[1] AS admitting_dx,
-                   nullif({dx_extra('externalcauseofinjury')}, []) AS external_cause_dx,
-                   nullif({dx_extra('patientreasonforvisit')}, []) AS reason_for_visit_dx,
+                   {extra_dx},
                    to_json(map_from_entries(list(struct_pack(k := 'px' || fc.position || '_date', v := fc.date)
                                                  ORDER BY fc.position)
                        FILTER (WHERE fc.kind = 'px' AND fc.position <= {MAX_POSITIONS})))::VARCHAR AS px_dates
@@ -675,9 +670,7 @@ def _stage_headers(con: duckdb.DuckDBPyConnection, entity: str) -> None:
         SELECT c._source_file, c._source_row, {columns},
                nullif(json_merge_patch('{{}}', json_object(
                    'eob_id', c.e.id,
-                   'admitting_dx', CASE WHEN NOT c.rejected THEN xc.admitting_dx END,
-                   'external_cause_dx', CASE WHEN NOT c.rejected THEN xc.external_cause_dx END,
-                   'reason_for_visit_dx', CASE WHEN NOT c.rejected THEN xc.reason_for_visit_dx END,
+                   {extra_dx_pairs},
                    'paid_amount', CASE WHEN NOT c.rejected
                        THEN CAST(round(TRY_CAST({paid} AS DECIMAL(38, 10)), 2) AS DECIMAL(38, 2))::VARCHAR END),
                    CASE WHEN NOT c.rejected THEN coalesce(xc.px_dates, '{{}}') ELSE '{{}}' END), '{{}}') AS extra_columns
