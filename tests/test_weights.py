@@ -5,12 +5,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from audits.errors import InputError
 from audits.weights import (
     MissingWeightsError,
+    drg_family,
     load_weights,
     packaged_weights,
     parse_table5,
+    spelled_out_title,
     table5_fiscal_year,
+    weights_sources,
 )
 
 # ../shared/reference beside the checkout (CI lays shared/ there too), as CMS publishes it.
@@ -88,3 +92,83 @@ def test_fy2026_ships_with_the_package():
     weights = load_weights([2026])
     assert set(weights["fiscal_year"]) == {2026}
     assert weight_of(weights, "871") == 1.9425
+
+
+REFERENCE = CMS_FILE.parent
+
+
+@pytest.mark.parametrize("fiscal_year, drg, weight", [
+    (2024, "871", 1.9826), (2024, "470", 1.8817),
+    (2025, "291", 1.3048), (2025, "292", 0.8612), (2025, "293", 0.5487),
+    (2023, "291", 1.2798), (2023, "292", 0.8628), (2023, "293", 0.5603),
+    (2020, "263", 2.3591),  # corrected by CMS's correction notice (the Final Rule said 2.3590)
+    (2026, "291", 1.2838),
+])
+def test_shipped_weights_known_values(fiscal_year, drg, weight):
+    """Published values (CMS Table 5 of each year, as listed in the reference data's README)."""
+    assert weight_of(load_weights([fiscal_year]), drg) == weight
+
+
+def test_every_year_from_fy2016_ships():
+    weights = load_weights(range(2016, 2027))
+    per_year = weights.groupby("fiscal_year")["drg"].count().to_dict()
+    # DRG lines in each year's Table 5 (the VA copy and CMS's FY2026 file, counted with wc -l less the header).
+    assert per_year == {2016: 758, 2017: 757, 2018: 754, 2019: 761, 2020: 761, 2021: 767, 2022: 767,
+                        2023: 767, 2024: 766, 2025: 773, 2026: 772}
+    # Read off the FY2016 file by hand: "291  05  MED  HEART FAILURE & SHOCK W MCC  1.4809  4.6  5.8".
+    fy2016 = weights[weights["fiscal_year"] == 2016]
+    row = fy2016[fy2016["drg"] == "291"].iloc[0]
+    assert row["title"] == "HEART FAILURE & SHOCK W MCC"
+    assert row["weight"] == 1.4809 and row["gmlos"] == 4.6 and row["amlos"] == 5.8
+
+
+@pytest.mark.skipif(not (REFERENCE / "cms_fy2024_table5_msdrg_weights.tsv").exists(),
+                    reason="CMS reference files not available")
+@pytest.mark.parametrize("fiscal_year", range(2016, 2026))
+def test_shipped_year_is_the_reference_file(fiscal_year):
+    source = parse_table5(REFERENCE / f"cms_fy{fiscal_year}_table5_msdrg_weights.tsv")
+    assert source.attrs["fiscal_year"] == fiscal_year  # from the file name: the copy has no title lines
+    shipped = packaged_weights(fiscal_year)
+    for column in ("drg", "mdc", "type", "title", "weight", "gmlos", "amlos"):
+        assert source[column].equals(shipped[column]), column
+
+
+def test_weights_folder_overrides_a_shipped_year_and_adds_fy2027(tmp_path):
+    """A UTF-8 copy in the reference layout (no title; year from the file name) for FY2025 replaces
+    the shipped FY2025; a CMS-layout FY2027 file (cp1252, title) adds the year."""
+    (tmp_path / "table5_fy2025.tsv").write_text(
+        "MS-DRG\tMDC\tTYPE\tMS-DRG Title\tWeights\tGeometric mean LOS\tArithmetic mean LOS\n"
+        "291\t05\tMED\tHEART FAILURE AND SHOCK WITH MCC\t1.5000\t3.9\t5.0\n", encoding="utf-8")
+    (tmp_path / "FY2027_table5.txt").write_bytes((
+        '"TABLE 5.\u2014LIST OF MS-DRGS \u2014FY 2027 Final Rule"\t\t\r\n'
+        "MS-DRG \tMDC\tTYPE\tMS-DRG Title\tWeights - Before Cap\tWeights - 10% Cap Applied \t"
+        "Geometric mean LOS\tArithmetic mean LOS\r\n"
+        "291\t05\tMED\tHEART FAILURE AND SHOCK WITH MCC\t1.2900\t1.2900\t3.8\t4.9\r\n").encode("cp1252"))
+    sources = weights_sources({2024: 3, 2025: 2, 2027: 1}, tmp_path)
+    assert sources == {2024: "shipped", 2025: f"file {tmp_path / 'table5_fy2025.tsv'}",
+                       2027: f"file {tmp_path / 'FY2027_table5.txt'}"}
+    weights = load_weights([2024, 2025, 2027], extra_dir=tmp_path)
+    by_year = weights[weights["drg"] == "291"].set_index("fiscal_year")["weight"].to_dict()
+    assert by_year == {2024: 1.2839, 2025: 1.5, 2027: 1.29}
+
+
+def test_weights_folder_that_does_not_exist_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="weights folder does not exist"):
+        load_weights([2026], extra_dir=tmp_path / "nope")
+
+
+def test_table5_without_year_in_title_or_name_is_refused(tmp_path):
+    (tmp_path / "weights.tsv").write_text(
+        "MS-DRG\tMDC\tTYPE\tMS-DRG Title\tWeights\tGeometric mean LOS\tArithmetic mean LOS\n"
+        "291\t05\tMED\tHEART FAILURE AND SHOCK WITH MCC\t1.5000\t3.9\t5.0\n", encoding="utf-8")
+    with pytest.raises(InputError, match="rename it with the year"):
+        load_weights([2026], extra_dir=tmp_path)
+
+
+def test_family_and_spelled_out_title_read_both_title_styles():
+    assert drg_family("HEART FAILURE & SHOCK W MCC") == "HEART FAILURE & SHOCK"
+    assert drg_family("SIMPLE PNEUMONIA & PLEURISY W/O CC/MCC") == "SIMPLE PNEUMONIA & PLEURISY"
+    assert drg_family("HEART FAILURE AND SHOCK WITHOUT CC/MCC") == "HEART FAILURE AND SHOCK"
+    assert spelled_out_title("SIMPLE PNEUMONIA & PLEURISY W/O CC/MCC") == "SIMPLE PNEUMONIA & PLEURISY WITHOUT CC/MCC"
+    assert spelled_out_title("INTRACRANIAL HEMORRHAGE OR CEREBRAL INFARCTION W CC OR TPA IN 24 HRS") == (
+        "INTRACRANIAL HEMORRHAGE OR CEREBRAL INFARCTION WITH CC OR TPA IN 24 HRS")
