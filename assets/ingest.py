@@ -62,7 +62,8 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: W
         files = files_in_drop_folder(Path(settings.drop_folder), period)
     context.log.info(f"loading audit period {period}: {files.as_dict()}")
     with warehouse.get_connection() as con:
-        result = ingest_logic.load(con, files, period, settings.max_rejected_share)
+        result = ingest_logic.load(con, files, period, settings.max_rejected_share,
+                                   settings.weights_folder or None)
         # Read back on the same connection: once it is released another run of this period may
         # replace the load (and its `loads` row) before this step ends.
         row = con.execute("SELECT claims_in, claims_loaded, claims_rejected, reviews_in, reviews_loaded, "
@@ -71,6 +72,9 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: W
     context.log.info(
         f"loaded {result.claims_loaded:,} of {result.claims_in:,} claims and {result.reviews_loaded:,} of "
         f"{result.reviews_in:,} reviews; {len(result.rejections):,} rejected rows")
+    for version, claims in result.coverage.get("not_groupable", {}).items():
+        context.log.warning(f"{claims:,} claims discharged under MS-DRG {version}, older than the grouper's "
+                            "versions: counted in the error rates and facility rules, not regrouped")
     by_rule = result.rejections.groupby("rule").size().to_dict() if len(result.rejections) else {}
     for table in INGEST_TABLES:
         yield dg.MaterializeResult(asset_key=table, metadata={

@@ -8,11 +8,15 @@ from typing import Optional
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from audits.periods import FIRST_AUDIT_PERIOD
+
 # Every asset that writes the warehouse runs in this pool; dagster.yaml limits it to 1 (DuckDB
 # allows one writer per file).
 WAREHOUSE_POOL = "duckdb_warehouse"
 
-audit_periods = dg.MonthlyPartitionsDefinition(start_date="2025-10", fmt="%Y-%m", end_offset=1)
+# One partition per audit month, from the start of ICD-10 (2015-10) to the month after today
+# (end_offset=2: the current month, and the next one), as `audits.periods.check_audit_period` allows.
+audit_periods = dg.MonthlyPartitionsDefinition(start_date=FIRST_AUDIT_PERIOD, fmt="%Y-%m", end_offset=2)
 
 
 class AuditSettings(dg.ConfigurableResource):

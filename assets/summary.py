@@ -17,7 +17,8 @@ def run_summary(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     with warehouse.get_connection() as con:
         rates = settings.rate_config().summary()
         base_rate = rates["base_rate"] if rates.get("base_rate") is not None else rates["default_base_rate"]
-        figures = build_summary(con, context.partition_key, {"base_rate": base_rate, "rates": rates})
+        figures = build_summary(con, context.partition_key, {"base_rate": base_rate, "rates": rates},
+                                weights_dir=settings.weights_folder or None)
     path = write_summary(settings.workdir_path / "summary.json", figures)
     context.log.info(f"summary written to {path}")
     return dg.MaterializeResult(metadata={"path": str(path), **{

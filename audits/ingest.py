@@ -12,11 +12,14 @@ import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 
+from audits.coverage import check_reference_coverage
 from audits.errors import InputError
+from audits.grouping import msdrg_versions
 from audits.readers import InputFiles, stage_inputs
 from audits.universe import stage_universe
 from audits.validation import validate_load
@@ -39,6 +42,7 @@ class LoadResult:
     rejections: pd.DataFrame = field(repr=False)
     universe_in: int = 0
     universe_loaded: int = 0
+    coverage: dict = field(default_factory=dict, repr=False)
 
     @property
     def claims_rejected(self) -> int:
@@ -62,8 +66,12 @@ def current_period(today: dt.date | None = None) -> str:
 
 
 def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
-         max_rejected_share: float = 0.5) -> LoadResult:
-    """Load one set of input files as audit period `audit_period` into the warehouse on `con`."""
+         max_rejected_share: float = 0.5, weights_dir: str | Path | None = None) -> LoadResult:
+    """Load one set of input files as audit period `audit_period` into the warehouse on `con`.
+
+    Before publishing, every accepted claim's discharge date must have a Table 5 (shipped or in
+    `weights_dir`) and an MS-DRG version the grouper carries or one older than it (see
+    `audits.coverage`): else InputError, and nothing is published."""
     ensure_schema(con)
     layouts = stage_inputs(con, files)
     # Reviews are checked against the claims that will exist after this load: this load's accepted
@@ -96,6 +104,7 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
                 f"{total - ok} of {total} {entity} rows failed validation (more than "
                 f"{max_rejected_share:.0%}); nothing was loaded{example}",
                 file=first.iloc[0]["source_file"] if not first.empty else None)
+    result.coverage = check_reference_coverage(con, ["ok_claims", "ok_universe"], msdrg_versions(), weights_dir)
     _publish(con, result, files)
     return result
 

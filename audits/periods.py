@@ -9,12 +9,37 @@ with an `audit_period` column, replacing that period in one transaction.
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 import duckdb
 
+from audits.errors import InputError
+
 SCRATCH = "period_scratch"
+# ICD-10-CM/PCS replaced ICD-9 for discharges from 1 October 2015: no audit period before it.
+FIRST_AUDIT_PERIOD = "2015-10"
+
+
+def last_audit_period(today: dt.date | None = None) -> str:
+    """The month after today: a run on the last days of a month may prepare the next one."""
+    today = today or dt.date.today()
+    year, month = (today.year + 1, 1) if today.month == 12 else (today.year, today.month + 1)
+    return f"{year:04d}-{month:02d}"
+
+
+def check_audit_period(period: str, today: dt.date | None = None) -> str:
+    """The audit period as given, if it is a month YYYY-MM from 2015-10 to the month after today;
+    else an InputError that states the valid range."""
+    last = last_audit_period(today)
+    valid_range = f"from {FIRST_AUDIT_PERIOD} (the start of ICD-10) to {last}"
+    if not _valid_period(str(period)):
+        raise InputError(f"audit period must be a month written YYYY-MM, {valid_range}; got {period!r}")
+    if not FIRST_AUDIT_PERIOD <= period <= last:
+        raise InputError(f"audit period {period} is outside the valid range: {valid_range}")
+    return period
 
 
 def _columns(con: duckdb.DuckDBPyConnection, catalog: str, table: str) -> list[str]:
@@ -71,5 +96,4 @@ def build_for_period(con: duckdb.DuckDBPyConnection, period: str, inputs: Sequen
 
 
 def _valid_period(period: str) -> bool:
-    import re
-    return re.fullmatch(r"\d{4}-\d{2}", period) is not None
+    return re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period) is not None

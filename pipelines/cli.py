@@ -73,7 +73,8 @@ def _demo_size_options(p: argparse.ArgumentParser, default_claims: int = 5000, d
 def _run_options(p: argparse.ArgumentParser, workdir_required: bool = True) -> None:
     if workdir_required:
         p.add_argument("--workdir", type=Path, required=True, help="folder for warehouse.duckdb and summary.json")
-    p.add_argument("--period", help="audit period YYYY-MM (default: this month); re-running a period replaces it")
+    p.add_argument("--period", help="audit period YYYY-MM, from 2015-10 to next month (default: this month); "
+                                    "re-running a period replaces it")
     p.add_argument("--max-rejected-share", type=float, default=0.5,
                    help="stop without loading when more than this share of rows fails validation")
     p.add_argument("--base-rate", type=float, help="what-if: one base rate (USD) for every facility")
@@ -81,7 +82,8 @@ def _run_options(p: argparse.ArgumentParser, workdir_required: bool = True) -> N
                    help="regroup every claim, audited or not, and list billed-DRG mismatches with the dollar difference")
     p.add_argument("--rates-config", type=Path, help="TOML file of facility base rates and payer multipliers")
     p.add_argument("--weights-dir", type=Path,
-                   help="folder of CMS Table 5 files for fiscal years other than the packaged FY2026")
+                   help="folder of CMS Table 5 files: adds fiscal years not shipped (FY2027 on) and "
+                        "replaces a shipped year (FY2016-FY2026) for this run")
 
 
 class _Progress(logging.Handler):
@@ -123,9 +125,10 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
 
     from audits.errors import InputError
     from audits.ingest import current_period
+    from audits.periods import check_audit_period
     from pipelines.definitions import build_definitions
 
-    period = period or current_period()
+    period = check_audit_period(period or current_period())
     defs = build_definitions(workdir=workdir, max_rejected_share=max_rejected_share, base_rate=base_rate,
                              rates_config=rates_config, weights_folder=weights_dir, peers=peers,
                              regroup_universe=regroup_universe)
@@ -215,6 +218,13 @@ def _print_summary(summary: dict, workdir: Path) -> None:
             print(f"  {key:28} {value}")
         elif key == "billed_drg_validation" and value:
             print(f"  {key:28} {value['mismatches']} mismatches, ${value['amount_at_stake']:,.2f} at stake")
+        elif key == "fiscal_years" and value:
+            print(f"  {key:28} " + "; ".join(
+                f"FY{fy} {v['audited_claims']:,} audited" + (f" ({', '.join(v['msdrg_versions'])})"
+                                                              if v["msdrg_versions"] else "")
+                + (f", {v['not_grouped_claims']:,} not regrouped" if v["not_grouped_claims"] else "")
+                + ("" if v["weights"] == "shipped" else f", weights {v['weights']}")
+                for fy, v in value.items()))
         elif key == "upcoding_flags":
             print(f"  {key:28} " + ", ".join(f"{k} {v}" for k, v in value.items()))
         elif key == "extrapolation":

@@ -20,8 +20,10 @@ from assets.flags import FLAG_TABLES, upcoding
 from assets.reports import reports
 from assets.revenue import REVENUE_CHECKS, REVENUE_TABLES, billed_drg_validation, revenue
 from assets.sampling import audit_sample
-from assets.resources import AuditSettings, audit_periods, WarehouseResource
+from assets.resources import AuditSettings, WarehouseResource
 from assets.summary import run_summary
+from audits.errors import InputError
+from audits.periods import check_audit_period
 from audits.warehouse import connection_config
 
 ASSETS = [ingest_assets, coding_comparison, revenue, billed_drg_validation, upcoding, run_summary, reports,
@@ -73,14 +75,15 @@ def reviews_drop_sensor(context: dg.SensorEvaluationContext, settings: AuditSett
     month. The claims files beside it are loaded with it.
     """
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
-    keys = set(audit_periods.get_partition_keys())
     requests = []
     for path, mtime in _new_review_files(Path(settings.drop_folder), seen):
         seen[str(path)] = mtime
         folder = path.parent.name
         period = folder if _PERIOD.match(folder) else dt.date.today().strftime("%Y-%m")
-        if period not in keys:
-            context.log.warning(f"{path}: audit period {period} is outside {min(keys)}..{max(keys)}; skipped")
+        try:
+            check_audit_period(period)
+        except InputError as exc:
+            context.log.warning(f"{path}: {exc}; skipped")
             continue
         claims = sorted(str(p) for p in path.parent.glob("claims*") if p.suffix.lower() in _FILE_TYPES
                         and "_diagnoses" not in p.name and "_procedures" not in p.name)

@@ -66,11 +66,11 @@ def test_without_universe_extrapolation_is_null(tmp_path):
 
 
 def test_fiscal_year_without_weights_stops_with_a_clear_message(tmp_path, capsys):
-    # Discharged 15 Sep 2025: FY2025 (MS-DRG v42.1), whose Table 5 is not packaged.
-    old = claim("OLD", ["I50.23"], admit_date="2025-09-10", discharge_date="2025-09-15")
-    assert _run(tmp_path, [old], [review("OLD", ["I50.23"])]) == 2
+    # Discharged 15 Oct 2026: FY2027 (MS-DRG v44.0), whose Table 5 is not shipped (users bring it).
+    new = claim("NEW", ["I50.23"], admit_date="2026-10-10", discharge_date="2026-10-15")
+    assert _run(tmp_path, [new], [review("NEW", ["I50.23"])]) == 2
     err = capsys.readouterr().err
-    assert "2025" in err and "weights" in err.lower()
+    assert "FY 2027 (1 claims affected)" in err and "weights" in err.lower()
 
 
 def test_audited_poa_left_blank_inherits_the_claims_poa(tmp_path):
