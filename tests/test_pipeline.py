@@ -90,6 +90,18 @@ def test_sensor_fires_once_per_new_reviews_file(tmp_path):
         [str(drop / "2026-10" / "reviews_batch2.csv")]]
 
 
+def test_sensor_takes_past_periods_and_skips_folders_outside_the_range(tmp_path):
+    drop = tmp_path / "drop"
+    for period in ("2016-03", "2015-09"):
+        (drop / period).mkdir(parents=True)
+        write_wide(drop / period / "claims.csv", good_claims())
+        write_wide(drop / period / "reviews.csv", good_reviews())
+    settings = AuditSettings(workdir=str(tmp_path), drop_folder=str(drop))
+    with dg.build_sensor_context(cursor=None, resources={"settings": settings}) as context:
+        result = reviews_drop_sensor(context)
+    assert [r.partition_key for r in result.run_requests] == ["2016-03"]  # 2015-09 is before ICD-10
+
+
 def test_monthly_schedule_audits_the_month_just_ended():
     context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 12, 1, 6, tzinfo=dt.timezone.utc))
     request = monthly_audit_schedule(context)
