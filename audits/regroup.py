@@ -245,12 +245,17 @@ def build_extrapolation(con: duckdb.DuckDBPyConnection) -> dict | None:
         empty(f"not estimated: {exc}")
         return None
     not_priced = int(sample["not_priced"].sum())
+    # Overpayments alone (underpayments not offset): the same estimator over min(delta, 0), turned positive.
+    alone = extrapolate_delta(sample.assign(delta=sample["delta"].clip(upper=0)),
+                              counts if stratified else int(universe["universe_count"].sum()),
+                              stratum="stratum" if stratified else None)
     rows = []
-    for measure, block in (("net_delta", result), ("overpayment", result["overpayment"])):
+    for measure, block, source in (("net_delta", result, result), ("overpayment", result["overpayment"], result),
+                                   ("overpayments_alone", alone["overpayment"], alone)):
         rows.append({"measure": measure, "stratum": "all", "universe_count": result["universe_count"],
                      "sample_count": result["sample_count"], "point": block["point"],
                      "lower_90": block["lower_90"], "upper_90": block["upper_90"],
-                     "standard_error": result["standard_error"], "distribution": result["distribution"],
+                     "standard_error": source["standard_error"], "distribution": result["distribution"],
                      "degrees_of_freedom": result["degrees_of_freedom"], "not_priced_in_sample": not_priced,
                      "audited_not_in_universe": outside, "note": None})
     table = pd.DataFrame(rows, columns=columns)
