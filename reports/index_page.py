@@ -35,7 +35,7 @@ def rejected_rows(wh: PeriodWarehouse) -> pd.DataFrame:
                       FROM {wh.scoped('rejected_rows')} ORDER BY file, "row", "column", rule""")
     frame["file"] = frame["file"].map(lambda v: file_names(v) if v is not None and v == v else None)
     patient = frame["column"].astype("string").str.lower().isin(PATIENT_COLUMNS).fillna(False)
-    frame.loc[patient, "value"] = None
+    frame["value"] = frame["value"].astype("object").where(~patient, None)
     return frame[REJECTED_COLUMNS]
 
 
