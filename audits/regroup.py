@@ -86,7 +86,8 @@ EMPTY_SCHEMAS = {
         "original_payment DOUBLE, original_principal_dx VARCHAR, original_discharge_status VARCHAR, "
         "audited_drg VARCHAR, audited_mdc VARCHAR, audited_weight DOUBLE, audited_payment DOUBLE, "
         "audited_principal_dx VARCHAR, audited_discharge_status VARCHAR, delta DOUBLE, direction VARCHAR, "
-        "drg_changed BOOLEAN, change_drivers VARCHAR, original_return_code VARCHAR, original_mcc_codes VARCHAR, "
+        "drg_changed BOOLEAN, change_drivers VARCHAR, auditor_changes VARCHAR, grouper_effects VARCHAR, "
+        "original_return_code VARCHAR, original_mcc_codes VARCHAR, "
         "original_cc_codes VARCHAR, audited_return_code VARCHAR, audited_mcc_codes VARCHAR, "
         "audited_cc_codes VARCHAR, drg_family VARCHAR, billed_drg_mismatch BOOLEAN, grouper VARCHAR"),
     "regroup_findings": "claim_id VARCHAR, side VARCHAR, finding VARCHAR, detail VARCHAR",
@@ -96,7 +97,7 @@ EMPTY_SCHEMAS = {
 }
 
 _SIDE_COLUMNS = ["claim_id", "drg", "mdc", "weight", "payment", "mcc_codes", "cc_codes", "drg_px_codes",
-                 "principal_dx", "discharge_status", "return_code", "poa_policy"]
+                 "principal_dx", "discharge_status", "return_code", "poa_policy", "dx", "px"]
 
 
 def _joined(values: pd.Series) -> pd.Series:
@@ -144,7 +145,8 @@ def build_regroup(con: duckdb.DuckDBPyConnection, grouper: Grouper, rate_config:
     titles = weights.drop_duplicates(["fiscal_year", "drg"]).set_index(["fiscal_year", "drg"])["title"]
     keys = list(zip(out["fiscal_year"].astype(int), out["original_drg"].astype("string").fillna("")))
     out["drg_family"] = [drg_family(titles.get(k, "")) or None for k in keys]
-    out["change_drivers"] = out["change_drivers"].map(lambda v: "; ".join(v))
+    for column in ("change_drivers", "auditor_changes", "grouper_effects"):
+        out[column] = out[column].map(lambda v: "; ".join(v))
     out["billed_drg_mismatch"] = out["billed_drg"].notna() & out["original_drg"].notna() & (
         out["billed_drg"].astype("string") != out["original_drg"].astype("string"))
     out["grouper"] = getattr(grouper, "version_string", getattr(grouper, "name", "grouper"))
