@@ -351,7 +351,8 @@ def change_parts(original: pd.DataFrame, audited: pd.DataFrame, claims: pd.DataF
     for side, sign, order in (("left_only", "-", 4), ("right_only", "+", 5)):
         sub = px[px["_merge"] == side]
         level = sub["level_o"] if side == "left_only" else sub["level_a"]
-        tokens.append(pd.DataFrame({key: sub[key], "order": order, "sort": 0, "token": sign + token(sub["code"], level)}))
+        tokens.append(pd.DataFrame({key: sub[key], "order": order, "sort": 0,
+                                    "token": sign + token(sub["code"], level)}))
     if "discharge_status" in original and "discharge_status" in audited:
         status = original[[key, "discharge_status"]].merge(audited[[key, "discharge_status"]], on=key,
                                                             suffixes=("_o", "_a")).merge(claims, on=key)

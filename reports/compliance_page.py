@@ -13,7 +13,7 @@ from reports import figures
 from reports.html import (SUPPRESSED, Column, PageData, Table, figure_card, figure_div, links, money, note, page,
                           pct, section, unavailable)
 from reports.names import rule_explanation, rule_name, target_area_explanation, target_area_name
-from reports.warehouse import PeriodWarehouse
+from reports.warehouse import PeriodWarehouse, with_drg_titles
 
 FLAG_TABLES = ("upcoding_flags", "coder_funnel", "facility_target_areas", "short_stay_rates")
 SEVERITY_ORDER = "CASE severity WHEN 'high' THEN 0 WHEN 'medium' THEN 1 WHEN 'low' THEN 2 ELSE 3 END"
@@ -54,12 +54,24 @@ def flag_data(wh: PeriodWarehouse) -> dict:
             FROM f LEFT JOIN {wh.scoped('claim_regroup', 'g')} ON g.claim_id = f.claim_id
             ORDER BY {SEVERITY_ORDER}, f.rule, f.claim_id""")[FLAGGED_CLAIMS_COLUMNS]
         data["cases"] = cases(flags, data["flagged_claims"])
+    data["flagged_claims"] = _titled(wh, data["flagged_claims"])
     for table, order in (("coder_funnel", "coder_id"), ("facility_target_areas", "target_area, facility_id"),
                          ("short_stay_rates", "level, entity")):
         if wh.has(table):
             data[table] = wh.df(f"SELECT * FROM {wh.scoped(table)} ORDER BY {order}").drop(
                 columns=["audit_period"], errors="ignore")
     return data
+
+
+def _titled(wh: PeriodWarehouse, frame: pd.DataFrame) -> pd.DataFrame:
+    """Each DRG column followed by its Table 5 title (fiscal year of the claim)."""
+    years = wh.df(f"SELECT claim_id, fiscal_year FROM {wh.scoped('claim_regroup')}") \
+        if wh.has("claim_regroup", "fiscal_year") else pd.DataFrame(columns=["claim_id", "fiscal_year"])
+    out = with_drg_titles(wh, frame.merge(years, on="claim_id", how="left"), ["original_drg", "audited_drg"])
+    for column in ("original_drg", "audited_drg"):
+        title = [t.split(" ", 1)[1] if isinstance(t, str) and " " in t else None for t in out.pop(f"{column}_label")]
+        out.insert(out.columns.get_loc(column) + 1, f"{column}_title", title)
+    return out.drop(columns="fiscal_year")
 
 
 def cases(flags: pd.DataFrame, flagged_claims: pd.DataFrame) -> pd.DataFrame:

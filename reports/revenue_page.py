@@ -20,7 +20,8 @@ def extrapolation_cards(extrapolation: pd.DataFrame) -> list:
     demand is the lower limit of the latter, not of the net)."""
     out = []
     for measure, key, label in (("net_delta", "universe_net", "Universe estimate: net difference"),
-                                ("overpayments_alone", "universe_overpayment", "Universe estimate: overpayments alone")):
+                                ("overpayments_alone", "universe_overpayment",
+                                 "Universe estimate: overpayments alone")):
         row = (extrapolation[(extrapolation["measure"] == measure) & (extrapolation["stratum"] == "all")]
                if not extrapolation.empty else extrapolation)
         if row.empty:

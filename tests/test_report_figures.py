@@ -292,3 +292,59 @@ def test_rejected_rows_csv_lists_each_row_without_patient_ids(run, tmp_path):  #
 
     text = write_csv(frame, tmp_path / "r.csv").read_text(encoding="utf-8")
     assert PATIENT_PREFIX not in text and ",'=1+1," in text
+
+
+def test_case_list_has_one_row_per_entity_with_exposure_counted_once():
+    import pandas as pd
+
+    from reports.compliance_page import cases
+
+    flags = pd.DataFrame({
+        "flag_id": ["claim:severity_code_removed:C1", "claim:high_risk_mcc_removed:C1", "coder:coder_overpaid_share:K"],
+        "level": ["claim", "claim", "coder"], "entity": ["C1", "C1", "K"],
+        "rule": ["severity_code_removed", "high_risk_mcc_removed", "coder_overpaid_share"],
+        "severity": ["medium", "high", "low"], "description": ["MCC removed.", "E43 removed.", "Coder K high."]})
+    # C1 overpaid 3,000.00 cited by both claim rules; coder K cites C1 and C2 (overpaid 500.25) and C3 (unaudited)
+    cited = pd.DataFrame({"level": ["claim", "claim", "coder", "coder", "coder"],
+                          "flagged_entity": ["C1", "C1", "K", "K", "K"], "claim_id": ["C1", "C1", "C1", "C2", "C3"],
+                          "delta": [-3000.0, -3000.0, -3000.0, -500.25, None]})
+    out = cases(flags, cited).set_index("entity")
+    assert len(out) == 2
+    assert out.loc["C1", "rules"] == "High-risk MCC removed; Severity code removed"  # high first
+    assert out.loc["C1", "severity"] == "high" and out.loc["C1", "flags"] == 2
+    assert out.loc["C1", "exposure"] == 3000.0  # once, not 6,000 for two rules
+    assert out.loc["K", "exposure"] == 3500.25 and out.loc["K", "claims_cited"] == 3
+    assert out.loc["K", "audited_claims_cited"] == 2
+    assert list(out.index) == ["C1", "K"]  # high before low
+
+
+def test_impact_rows_fold_zero_groups_and_keep_months_in_order():
+    import pandas as pd
+
+    from reports.revenue_page import impact_rows
+
+    impact = pd.DataFrame({
+        "breakdown": ["audit_month"] * 4 + ["drg_family"] * 3,
+        "breakdown_value": ["2026-10", "2026-08", "2026-09", "2026-07", "SEPSIS", "HEART FAILURE", "COPD"],
+        "underpaid_amount": [10.0, 0.0, 5.0, 0.0, 100.0, 0.0, 0.0],
+        "overpaid_amount": [0.0, 7.0, 0.0, 0.0, 50.0, 400.0, 0.0]})
+    months, folded = impact_rows(impact, "audit_month")
+    assert months["breakdown_value"].tolist() == ["2026-08", "2026-09", "2026-10"] and folded == 1
+    families, folded = impact_rows(impact, "drg_family")
+    assert families["breakdown_value"].tolist() == ["HEART FAILURE", "SEPSIS"] and folded == 1  # $400, then $150
+
+
+def test_run_warnings_are_shown_escaped(run, tmp_path):  # noqa: F811
+    from reports import write_reports
+
+    hostile = '<img src=x onerror=alert(3)> "=cmd"'
+    info = dict(run["run_info"], warnings=[{"code": "dates_guessed", "message": hostile, "count": 12}])
+    con = duckdb.connect(str(run["db"]), read_only=True)
+    try:
+        paths = write_reports(con, PERIOD, tmp_path / "out", info)
+    finally:
+        con.close()
+    html = paths["index"].read_text(encoding="utf-8")
+    assert hostile not in html and "<img" not in html
+    payload = _blocks(html)["table-warnings-data"]
+    assert payload["rows"] == [["dates_guessed", hostile, 12]]
