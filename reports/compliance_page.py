@@ -87,7 +87,7 @@ def cases(flags: pd.DataFrame, flagged_claims: pd.DataFrame) -> pd.DataFrame:
     grouped = f.groupby(["level", "entity"], sort=False)
     out = grouped.agg(severity_rank=("_rank", "min"), rules=("rule_label", lambda s: "; ".join(dict.fromkeys(s))),
                       rule_ids=("rule", lambda s: " ".join(dict.fromkeys(s))), flags=("flag_id", "count"),
-                      evidence=("description", lambda s: " ".join(dict.fromkeys(str(x) for x in s if x)))
+                      evidence=("description", lambda s: "\n".join(dict.fromkeys(str(x) for x in s if x)))
                       ).reset_index()
     out["severity"] = out["severity_rank"].map({v: k for k, v in SEVERITY_RANK.items()}).fillna("")
     cited = flagged_claims.rename(columns={"flagged_entity": "entity"})[["level", "entity", "claim_id", "delta"]]

@@ -248,10 +248,12 @@ def drg_sankey_figure(regroup: pd.DataFrame, top_n: int = 20) -> go.Figure | Non
     for side in ("original_drg", "audited_drg"):  # number and Table 5 title, when the caller added them
         if f"{side}_label" in regroup:
             names.update(zip(regroup[side].astype("object"), regroup[f"{side}_label"].astype("object")))
-    left = [f"Original {plot_label(names.get(d) or d)}" if d != "Other" else "Other original DRGs"
-            for d in links["original_drg"]]
-    right = [f"Audited {plot_label(names.get(d) or d)}" if d != "Other" else "Other audited DRGs"
-             for d in links["audited_drg"]]
+    def name(drg) -> str:
+        text = str(names.get(drg) or drg)
+        return plot_label(text if len(text) <= 56 else text[:55] + "\u2026")
+
+    left = [f"Original {name(d)}" if d != "Other" else "Other original DRGs" for d in links["original_drg"]]
+    right = [f"Audited {name(d)}" if d != "Other" else "Other audited DRGs" for d in links["audited_drg"]]
     nodes = list(dict.fromkeys(left)) + list(dict.fromkeys(right))
     index = {name: i for i, name in enumerate(nodes)}
     colours = np.where(links["net"] > 0, "rgba(26,127,55,0.45)", "rgba(198,40,40,0.45)")

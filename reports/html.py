@@ -57,7 +57,7 @@ table.data th{position:sticky;top:0;background:var(--bg);text-align:left;padding
 table.data th.num,table.data td.num{text-align:right}
 table.data th[aria-sort=ascending]::after{content:" \\25B2"} table.data th[aria-sort=descending]::after{content:" \\25BC"}
 table.data td{padding:5px 8px;border-bottom:1px solid #eef1f4;vertical-align:top;white-space:nowrap}
-table.data td.long{white-space:normal;min-width:240px;max-width:480px;overflow-wrap:anywhere}
+table.data td.long{white-space:pre-line;min-width:240px;max-width:560px;overflow-wrap:anywhere}
 table.data tr:hover td{background:#f3f7fb}
 table.kv td{padding:4px 12px 4px 0;border-bottom:1px solid #eef1f4;font-size:14px;vertical-align:top}
 table.kv td:first-child{color:var(--muted);white-space:nowrap}

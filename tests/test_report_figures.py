@@ -348,3 +348,17 @@ def test_run_warnings_are_shown_escaped(run, tmp_path):  # noqa: F811
     assert hostile not in html and "<img" not in html
     payload = _blocks(html)["table-warnings-data"]
     assert payload["rows"] == [["dates_guessed", hostile, 12]]
+
+
+def test_worklists_carry_the_drg_title_of_the_claims_fiscal_year(run):  # noqa: F811
+    from audits.weights import load_weights
+
+    with open(run["out"]["flags"]["refund_worklist"], newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    titles = load_weights([2026]).set_index("drg")["title"]
+    assert rows and all(r["fiscal_year"] == "2026" for r in rows)
+    for row in rows:
+        assert row["original_drg_title"] == titles[row["original_drg"].zfill(3)]
+        assert row["audited_drg_title"] == titles[row["audited_drg"].zfill(3)]
+    # FY2026 Table 5: DRG 871 = SEPTICEMIA OR SEVERE SEPSIS WITHOUT MV >96 HOURS WITH MCC
+    assert titles["871"] == "SEPTICEMIA OR SEVERE SEPSIS WITHOUT MV >96 HOURS WITH MCC"

@@ -75,6 +75,10 @@ def test_sankey_links_are_dollar_sums_with_the_tail_as_other():
     labels = [(node[s], node[t]) for s, t in zip(link["source"], link["target"])]
     assert labels == [("Original 871", "Audited 872"), ("Original 291", "Audited 293"),
                       ("Original 193", "Audited 194"), ("Other original DRGs", "Other audited DRGs")]
+    titled = regroup.assign(original_drg_label=regroup["original_drg"] + " SEPTICEMIA <WITH> MCC",
+                            audited_drg_label=regroup["audited_drg"] + " X")
+    node = figures.drg_sankey_figure(titled, top_n=3).to_dict()["data"][0]["node"]["label"]
+    assert node[0] == "Original 871 SEPTICEMIA &lt;WITH&gt; MCC"  # number and title, escaped for plotly.js
     # other: net -300 + 200 = -100 -> paid less after audit -> red
     assert [c.startswith("rgba(26,127,55") for c in link["color"]] == [False, False, True, False]
 
