@@ -201,12 +201,12 @@ def compliance_page(wh: PeriodWarehouse, data: dict, subtitle: str) -> str:
             "Facility target-area percentiles are not available for this run (no peer file or flags step).")))
     else:
         titles = wh.drg_titles()
+        # percent and the peer percentiles are 0-100 in the warehouse; the page's percent format wants 0-1
+        scaled = {c: pd.to_numeric(areas[c], errors="coerce") / 100 for c in ("percent", "peer_p20", "peer_p80")
+                  if c in areas}
         named = areas.assign(area_name=areas["target_area"].map(lambda a: target_area_name(a, titles)),
                              area_explanation=areas["target_area"].map(target_area_explanation),
-                             percent=areas["percent"].astype(float) / 100,
-                             peer_p20=areas["peer_p20"].astype(float) / 100,
-                             peer_p80=areas["peer_p80"].astype(float) / 100,
-                             suppressed=areas["suppressed"].map({True: "yes", False: ""}))
+                             suppressed=areas["suppressed"].map({True: "yes", False: ""}), **scaled)
         named = named.sort_values(["area_name", "facility_id"])
         shown = areas[~areas["suppressed"].fillna(False).astype(bool)]
         beyond = int(shown["outlier"].isin(["high", "low"]).sum())
