@@ -251,7 +251,151 @@ def regroup_delta(original: pd.DataFrame, audited: pd.DataFrame, *, key: str = "
                                                     + a[moved].fillna("-")).to_numpy()}))
     listed = pd.concat(drivers, ignore_index=True).groupby(key, sort=False)["driver"].agg(list)
     out["change_drivers"] = out[key].map(listed).map(lambda v: v if isinstance(v, list) else [])
+    if "dx" in original and "dx" in audited:
+        parts = change_parts(original, audited, out.loc[out["drg_changed"], [key]], key=key)
+        for column in ("auditor_changes", "grouper_effects"):
+            out[column] = [_as_list(v) for v in out[key].map(parts[column]).astype("object")]
     return out
+
+
+def _as_list(value) -> list:
+    """A token list cell (a list, or an Arrow list pandas inferred) as a plain list; [] when missing."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return []
+    return [str(v) for v in value]
+
+
+def _levels(side: pd.DataFrame, key: str) -> pd.DataFrame:
+    """(key, code, level): MCC / CC / PX as the grouper used the code on this side."""
+    tokens = _tokens(side, SEVERITY_LISTS, key)
+    split = tokens["token"].str.rsplit(":", n=1, expand=True) if len(tokens) else pd.DataFrame(columns=[0, 1])
+    return pd.DataFrame({key: tokens[key].to_numpy(), "code": split[0].to_numpy(), "level": split[1].to_numpy()}
+                        ).drop_duplicates([key, "code"])
+
+
+def _codes(side: pd.DataFrame, column: str, key: str) -> pd.DataFrame:
+    """(key, code, position) from a list column, position 1 first; a code listed twice counts once."""
+    lists = [[] if v is None or v is pd.NA or isinstance(v, float) else [str(c) for c in v]
+             for v in side[column].astype("object")]
+    long = pd.DataFrame({key: side[key].to_numpy(), column: pd.Series(lists, dtype="object")})
+    long = long.explode(column).dropna(subset=[column]).rename(columns={column: "code"})
+    long["code"] = long["code"].astype(str)
+    long["position"] = long.groupby(key).cumcount() + 1
+    return long.drop_duplicates([key, "code"])
+
+
+def change_parts(original: pd.DataFrame, audited: pd.DataFrame, claims: pd.DataFrame, *, key: str = "claim_id"
+                 ) -> pd.DataFrame:
+    """What moved each claim's DRG, in two parts (one list of tokens per claim, indexed by `key`).
+
+    `auditor_changes`: what the auditor changed, code by code, each with the CC/MCC level the grouper
+    gave it on its side (none when it did not count): `principal OLD>NEW`; `-CODE:LEVEL` a diagnosis
+    removed; `+CODE:LEVEL` added; `OLD:LEVEL>NEW:LEVEL` a code replaced by one of the same 3-character
+    category; `-CODE:PX` / `+CODE:PX` a procedure (PX when it set the DRG); `discharge_status A>B`.
+    The principal's own code is only in the `principal` token.
+
+    `grouper_effects`: codes the auditor kept whose CC/MCC role changed as a consequence:
+    `-CODE:LEVEL (MCC present)` a CC that no longer counts once an MCC is on the claim;
+    `-CODE:LEVEL (now principal)` a secondary that became principal (a principal is never its own CC);
+    `+CODE:LEVEL (no longer principal)` a principal that became a secondary and now counts;
+    `+CODE:CC (MCC gone)`; plain `-CODE:LEVEL` / `+CODE:LEVEL` otherwise (e.g. a CC excluded by the
+    new principal, or a procedure that sets the DRG only with the new principal).
+
+    Sides: one row per claim with `dx` and `px` lists (principal first) and the grouper's `mcc_codes`,
+    `cc_codes`, `drg_px_codes`; `claims`: the keys to explain (those whose DRG changed)."""
+    sides = {}
+    for name, side in (("original", original), ("audited", audited)):
+        side = side.merge(claims, on=key)
+        dx = _codes(side, "dx", key).merge(_levels(side, key), on=[key, "code"], how="left")
+        px = _codes(side, "px", key) if "px" in side else pd.DataFrame(columns=[key, "code", "position"])
+        px = px.merge(_levels(side, key).query("level == 'PX'"), on=[key, "code"], how="left")
+        principal = dx[dx["position"] == 1].set_index(key)["code"]
+        has_mcc = dx.groupby(key)["level"].agg(lambda s: (s == "MCC").any())
+        sides[name] = {"dx": dx, "px": px, "principal": principal, "has_mcc": has_mcc}
+    o, a = sides["original"], sides["audited"]
+    tokens = []  # (key, order, token)
+
+    def token(code, level) -> pd.Series:
+        return code + level.map(lambda v: f":{v}" if isinstance(v, str) and v else "")
+
+    o_p, a_p = o["principal"].rename("o_p"), a["principal"].rename("a_p")
+    principals = pd.concat([o_p, a_p], axis=1).reset_index()
+    moved = principals[principals["o_p"].fillna("-") != principals["a_p"].fillna("-")]
+    tokens.append(pd.DataFrame({key: moved[key], "order": 0, "sort": 0,
+                                "token": "principal " + moved["o_p"].fillna("-") + ">" + moved["a_p"].fillna("-")}))
+
+    both = o["dx"].merge(a["dx"], on=[key, "code"], how="outer", suffixes=("_o", "_a"), indicator=True)
+    both = both.merge(principals, on=key, how="left")
+    removed = both[(both["_merge"] == "left_only") & (both["code"] != both["o_p"])].copy()
+    added = both[(both["_merge"] == "right_only") & (both["code"] != both["a_p"])].copy()
+    # a removed and an added code of one category, in position order, are one replacement
+    def numbered(frame: pd.DataFrame, position: str) -> pd.DataFrame:
+        frame = frame.assign(category=frame["code"].str[:3]).sort_values([key, position])
+        return frame.assign(nth=frame.groupby([key, "category"]).cumcount())
+
+    removed, added = numbered(removed, "position_o"), numbered(added, "position_a")
+    pairs = removed.merge(added, on=[key, "category", "nth"], suffixes=("_old", "_new"))
+    paired = pairs[[key, "category", "nth"]].assign(_paired=True)
+    removed = removed.merge(paired, on=[key, "category", "nth"], how="left")
+    removed = removed[removed["_paired"].isna()]
+    added = added.merge(paired, on=[key, "category", "nth"], how="left")
+    added = added[added["_paired"].isna()]
+    tokens.append(pd.DataFrame({key: removed[key], "order": 1, "sort": removed["position_o"],
+                                "token": "-" + token(removed["code"], removed["level_o"])}))
+    tokens.append(pd.DataFrame({key: added[key], "order": 2, "sort": added["position_a"],
+                                "token": "+" + token(added["code"], added["level_a"])}))
+    tokens.append(pd.DataFrame({key: pairs[key], "order": 3, "sort": pairs["position_o_old"],
+                                "token": token(pairs["code_old"], pairs["level_o_old"]) + ">"
+                                + token(pairs["code_new"], pairs["level_a_new"])}))
+    px = o["px"].merge(a["px"], on=[key, "code"], how="outer", suffixes=("_o", "_a"), indicator=True)
+    for side, sign, order in (("left_only", "-", 4), ("right_only", "+", 5)):
+        sub = px[px["_merge"] == side]
+        level = sub["level_o"] if side == "left_only" else sub["level_a"]
+        tokens.append(pd.DataFrame({key: sub[key], "order": order, "sort": 0,
+                                    "token": sign + token(sub["code"], level)}))
+    if "discharge_status" in original and "discharge_status" in audited:
+        status = original[[key, "discharge_status"]].merge(audited[[key, "discharge_status"]], on=key,
+                                                            suffixes=("_o", "_a")).merge(claims, on=key)
+        o_s, a_s = status["discharge_status_o"].astype("string"), status["discharge_status_a"].astype("string")
+        changed = (o_s != a_s).fillna(False)
+        tokens.append(pd.DataFrame({key: status.loc[changed, key], "order": 6, "sort": 0,
+                                    "token": "discharge_status " + o_s[changed].fillna("-") + ">"
+                                    + a_s[changed].fillna("-")}))
+    auditor = _collect(tokens, key)
+
+    effects = []
+    kept = both[both["_merge"] == "both"].copy()
+    kept["level_o"], kept["level_a"] = kept["level_o"].fillna(""), kept["level_a"].fillna("")
+    kept = kept[kept["level_o"] != kept["level_a"]]
+    kept["mcc_a"] = kept[key].map(a["has_mcc"]).fillna(False).astype(bool)
+    kept["mcc_o"] = kept[key].map(o["has_mcc"]).fillna(False).astype(bool)
+    lost = kept[(kept["level_o"] != "") & (kept["level_a"] == "")]
+    why = pd.Series("", index=lost.index, dtype="object")
+    why[(lost["level_o"] == "CC") & lost["mcc_a"]] = " (MCC present)"
+    why[lost["code"] == lost["a_p"]] = " (now principal)"
+    effects.append(pd.DataFrame({key: lost[key], "order": 0, "sort": lost["position_o"],
+                                 "token": "-" + lost["code"] + ":" + lost["level_o"] + why}))
+    gained = kept[(kept["level_a"] != "") & (kept["level_o"] == "")]
+    why = pd.Series("", index=gained.index, dtype="object")
+    why[(gained["level_a"] == "CC") & gained["mcc_o"] & ~gained["mcc_a"]] = " (MCC gone)"
+    why[gained["code"] == gained["o_p"]] = " (no longer principal)"
+    effects.append(pd.DataFrame({key: gained[key], "order": 1, "sort": gained["position_a"],
+                                 "token": "+" + gained["code"] + ":" + gained["level_a"] + why}))
+    swapped = kept[(kept["level_a"] != "") & (kept["level_o"] != "")]
+    effects.append(pd.DataFrame({key: swapped[key], "order": 2, "sort": swapped["position_a"],
+                                 "token": swapped["code"] + ":" + swapped["level_o"] + ">" + swapped["level_a"]}))
+    kept_px = px[px["_merge"] == "both"]
+    kept_px = kept_px[kept_px["level_o"].fillna("") != kept_px["level_a"].fillna("")]
+    effects.append(pd.DataFrame({key: kept_px[key], "order": 3, "sort": 0,
+                                 "token": np.where(kept_px["level_a"].notna(), "+", "-") + kept_px["code"] + ":PX"}))
+    return pd.DataFrame({"auditor_changes": auditor, "grouper_effects": _collect(effects, key)})
+
+
+def _collect(parts: list[pd.DataFrame], key: str) -> pd.Series:
+    frame = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else \
+        pd.DataFrame(columns=[key, "order", "sort", "token"])
+    frame = frame.assign(sort=pd.to_numeric(frame["sort"], errors="coerce").fillna(0))
+    return frame.sort_values([key, "order", "sort"], kind="stable").groupby(key, sort=False)["token"].agg(list)
 
 
 def money_sum(values: pd.Series) -> float:

@@ -91,7 +91,8 @@ EMPTY_SCHEMAS = {
         "original_payment DOUBLE, original_principal_dx VARCHAR, original_discharge_status VARCHAR, "
         "audited_drg VARCHAR, audited_mdc VARCHAR, audited_weight DOUBLE, audited_payment DOUBLE, "
         "audited_principal_dx VARCHAR, audited_discharge_status VARCHAR, delta DOUBLE, direction VARCHAR, "
-        "drg_changed BOOLEAN, change_drivers VARCHAR, original_return_code VARCHAR, original_mcc_codes VARCHAR, "
+        "drg_changed BOOLEAN, change_drivers VARCHAR, auditor_changes VARCHAR, grouper_effects VARCHAR, "
+        "original_return_code VARCHAR, original_mcc_codes VARCHAR, "
         "original_cc_codes VARCHAR, audited_return_code VARCHAR, audited_mcc_codes VARCHAR, "
         "audited_cc_codes VARCHAR, drg_family VARCHAR, billed_drg_mismatch BOOLEAN, grouper VARCHAR"),
     "regroup_findings": "claim_id VARCHAR, side VARCHAR, finding VARCHAR, detail VARCHAR",
@@ -101,7 +102,7 @@ EMPTY_SCHEMAS = {
 }
 
 _SIDE_COLUMNS = ["claim_id", "drg", "mdc", "weight", "payment", "mcc_codes", "cc_codes", "drg_px_codes",
-                 "principal_dx", "discharge_status", "return_code", "poa_policy"]
+                 "principal_dx", "discharge_status", "return_code", "poa_policy", "dx", "px"]
 
 
 def _joined(values: pd.Series) -> pd.Series:
@@ -149,7 +150,8 @@ def build_regroup(con: duckdb.DuckDBPyConnection, grouper: Grouper, rate_config:
     titles = weights.drop_duplicates(["fiscal_year", "drg"]).set_index(["fiscal_year", "drg"])["title"]
     keys = list(zip(out["fiscal_year"].astype(int), out["original_drg"].astype("string").fillna("")))
     out["drg_family"] = [drg_family(titles.get(k, "")) or None for k in keys]
-    out["change_drivers"] = out["change_drivers"].map(lambda v: "; ".join(v))
+    for column in ("change_drivers", "auditor_changes", "grouper_effects"):
+        out[column] = out[column].map(lambda v: "; ".join(v))
     out["billed_drg_mismatch"] = out["billed_drg"].notna() & out["original_drg"].notna() & (
         out["billed_drg"].astype("string") != out["original_drg"].astype("string"))
     out["grouper"] = getattr(grouper, "version_string", getattr(grouper, "name", "grouper"))
@@ -257,12 +259,17 @@ def build_extrapolation(con: duckdb.DuckDBPyConnection) -> dict | None:
         empty(f"not estimated: {exc}")
         return None
     not_priced = int(sample["not_priced"].sum())
+    # Overpayments alone (underpayments not offset): the same estimator over min(delta, 0), turned positive.
+    alone = extrapolate_delta(sample.assign(delta=sample["delta"].clip(upper=0)),
+                              counts if stratified else int(universe["universe_count"].sum()),
+                              stratum="stratum" if stratified else None)
     rows = []
-    for measure, block in (("net_delta", result), ("overpayment", result["overpayment"])):
+    for measure, block, source in (("net_delta", result, result), ("overpayment", result["overpayment"], result),
+                                   ("overpayments_alone", alone["overpayment"], alone)):
         rows.append({"measure": measure, "stratum": "all", "universe_count": result["universe_count"],
                      "sample_count": result["sample_count"], "point": block["point"],
                      "lower_90": block["lower_90"], "upper_90": block["upper_90"],
-                     "standard_error": result["standard_error"], "distribution": result["distribution"],
+                     "standard_error": source["standard_error"], "distribution": result["distribution"],
                      "degrees_of_freedom": result["degrees_of_freedom"], "not_priced_in_sample": not_priced,
                      "audited_not_in_universe": outside, "note": None})
     table = pd.DataFrame(rows, columns=columns)

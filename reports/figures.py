@@ -70,11 +70,13 @@ def position_error_figure(rates: pd.DataFrame) -> go.Figure | None:
     `rates`: error_rates rows of breakdown 'all' for metrics dx_position_<p> and dx_omitted
     (columns metric, n, errors, rate, ci_low, ci_high, optional small_cell)."""
     frame = rates[rates["metric"].str.match(r"^(dx_position_\d+|dx_omitted)$")].copy()
+    frame = frame[frame["n"].fillna(0) > 0]  # a position no audited claim reaches has no rate to draw
     if frame.empty:
         return None
     frame = frame.assign(_order=_position_order(frame["metric"])).sort_values("_order")
-    labels = np.where(frame["metric"] == "dx_omitted", "omitted (missed)",
-                      np.where(frame["_order"] == 1, "1 (principal)", frame["_order"].astype(int).astype(str)))
+    names = np.where(frame["metric"] == "dx_omitted", "omitted (missed)",
+                     np.where(frame["_order"] == 1, "1 (principal)", frame["_order"].astype(int).astype(str)))
+    labels = np.array([f"{name}<br>n={int(n):,}" for name, n in zip(names, frame["n"])])
     small = frame["small_cell"].fillna(False).astype(bool) if "small_cell" in frame else pd.Series(False, frame.index)
     colours = np.where(small, MUTED_COLOUR, np.where(frame["metric"] == "dx_omitted", OVERPAID_COLOUR, NEUTRAL_COLOUR))
     fig = go.Figure(go.Bar(
@@ -207,11 +209,10 @@ def waterfall_figure(regroup: pd.DataFrame) -> go.Figure | None:
         increasing={"marker": {"color": UNDERPAID_COLOUR}}, decreasing={"marker": {"color": OVERPAID_COLOUR}},
         totals={"marker": {"color": NEUTRAL_COLOUR}}, connector={"line": {"color": "#888"}},
         hovertemplate="%{x}: $%{y:,.2f}<extra></extra>"))
-    low = min(totals["original"], totals["audited"]) - totals["overpaid"]
-    high = max(totals["original"], totals["audited"]) + totals["underpaid"]
-    pad = max((high - low) * 0.6, 1.0)
+    high = max(totals["original"], totals["audited"], totals["original"] + totals["underpaid"])
+    # Zero baseline: bar heights are proportional to dollars, so a 3% change looks like 3%.
     return _layout(fig, f"Payment of the {totals['claims']:,} priced audited claims: original to audited",
-                   yaxis={"title": "USD", "tickformat": "$,.0f", "range": [max(0.0, low - pad), high + pad * 0.5]},
+                   yaxis={"title": "USD", "tickformat": "$,.0f", "range": [0.0, max(high * 1.12, 1.0)]},
                    showlegend=False)
 
 
@@ -243,8 +244,16 @@ def drg_sankey_figure(regroup: pd.DataFrame, top_n: int = 20) -> go.Figure | Non
     links = drg_shift_links(regroup, top_n)
     if links.empty:
         return None
-    left = [f"Original {plot_label(d)}" if d != "Other" else "Other original DRGs" for d in links["original_drg"]]
-    right = [f"Audited {plot_label(d)}" if d != "Other" else "Other audited DRGs" for d in links["audited_drg"]]
+    names = {}
+    for side in ("original_drg", "audited_drg"):  # number and Table 5 title, when the caller added them
+        if f"{side}_label" in regroup:
+            names.update(zip(regroup[side].astype("object"), regroup[f"{side}_label"].astype("object")))
+    def name(drg) -> str:
+        text = str(names.get(drg) or drg)
+        return plot_label(text if len(text) <= 56 else text[:55] + "\u2026")
+
+    left = [f"Original {name(d)}" if d != "Other" else "Other original DRGs" for d in links["original_drg"]]
+    right = [f"Audited {name(d)}" if d != "Other" else "Other audited DRGs" for d in links["audited_drg"]]
     nodes = list(dict.fromkeys(left)) + list(dict.fromkeys(right))
     index = {name: i for i, name in enumerate(nodes)}
     colours = np.where(links["net"] > 0, "rgba(26,127,55,0.45)", "rgba(198,40,40,0.45)")
@@ -300,7 +309,8 @@ def extrapolation_figure(extrapolation: pd.DataFrame) -> go.Figure | None:
     frame = extrapolation[extrapolation["stratum"] == "all"] if not extrapolation.empty else extrapolation
     if frame.empty:
         return None
-    names = {"net_delta": "Net delta (audited \u2212 original)", "overpayment": "Overpayment"}
+    names = {"net_delta": "Net delta (audited \u2212 original)", "overpayment": "Net overpayment",
+             "overpayments_alone": "Overpayments alone"}
     labels = [names.get(m, plot_label(m)) for m in frame["measure"]]
     fig = go.Figure(go.Scatter(
         x=frame["point"].astype(float).tolist(), y=labels, mode="markers",
@@ -383,7 +393,8 @@ def funnel_figure(funnel: pd.DataFrame, max_grid: int = 1000) -> go.Figure | Non
 
 def target_area_figure(areas: pd.DataFrame) -> go.Figure | None:
     """Each facility's percentile among peers per PEPPER-style target area, with the 20th and 80th
-    percentile outlier thresholds; suppressed cells (counts under 11) are left out."""
+    percentile outlier thresholds; suppressed cells (counts under 11) are left out. `percent` is a
+    proportion (0-1) here: the caller converts the warehouse's 0-100 percent."""
     frame = areas[~areas["suppressed"].fillna(False).astype(bool)] if "suppressed" in areas else areas
     frame = frame[frame["peer_percentile"].notna()]
     if frame.empty:
@@ -427,9 +438,13 @@ def short_stay_figure(rates: pd.DataFrame) -> go.Figure | None:
                                                      frame["highest_severity_stays"].astype(int)]).tolist(),
                          hovertemplate="%{x}: %{y:.1%} (%{customdata[0]} of %{customdata[1]})<extra></extra>"))
     if frame["single_mcc_rate"].notna().any():
+        audited = (frame["audited_stays"] if "audited_stays" in frame else frame["single_mcc_stays"]).fillna(0)
         fig.add_trace(go.Bar(x=labels, y=frame["single_mcc_rate"].astype(float).round(6).tolist(),
                              name="severity on a single MCC (audited stays)", marker_color="#ef6c00",
-                             hovertemplate="%{x}: %{y:.1%} single MCC<extra></extra>"))
+                             customdata=np.column_stack([frame["single_mcc_stays"].fillna(0).astype(int),
+                                                         audited.astype(int)]).tolist(),
+                             hovertemplate="%{x}: %{y:.1%} single MCC (%{customdata[0]} of %{customdata[1]} "
+                                           "audited highest-severity stays)<extra></extra>"))
     return _layout(fig, "Highest-severity stays: short-stay and single-MCC rates by facility", barmode="group",
                    xaxis={"title": "facility", "type": "category"},
                    yaxis={"title": "share of highest-severity stays", "tickformat": ".0%", "rangemode": "tozero"})

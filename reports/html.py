@@ -57,7 +57,7 @@ table.data th{position:sticky;top:0;background:var(--bg);text-align:left;padding
 table.data th.num,table.data td.num{text-align:right}
 table.data th[aria-sort=ascending]::after{content:" \\25B2"} table.data th[aria-sort=descending]::after{content:" \\25BC"}
 table.data td{padding:5px 8px;border-bottom:1px solid #eef1f4;vertical-align:top;white-space:nowrap}
-table.data td.long{white-space:normal;min-width:240px;max-width:480px;overflow-wrap:anywhere}
+table.data td.long{white-space:pre-line;min-width:240px;max-width:560px;overflow-wrap:anywhere}
 table.data tr:hover td{background:#f3f7fb}
 table.kv td{padding:4px 12px 4px 0;border-bottom:1px solid #eef1f4;font-size:14px;vertical-align:top}
 table.kv td:first-child{color:var(--muted);white-space:nowrap}
@@ -199,19 +199,71 @@ def count(value) -> str:
 # ------------------------------------------------------------------------------------ components
 
 
+SUPPRESSED = "<11"  # shown in place of a count or rate under 11 (CMS / PEPPER small-cell rule)
+FORMATS = {"pct": pct, "money": money, "money0": money0, "int": count,
+           "signed_money": lambda v: money(v, signed=True)}
+
+
 @dataclass
 class Card:
+    """One headline figure. `number` (with `fmt`) is the figure itself: the page shows it formatted and
+    embeds it as data; `parts` are the other figures its detail line quotes, embedded too."""
+
     label: str
     value: str
     detail: str = ""
     tone: str = ""  # '' | 'good' | 'bad'
+    key: str = ""
+    number: float | int | None = None
+    fmt: str = ""
+    parts: dict | None = None
+
+
+def figure_card(key: str, label: str, number, fmt: str, detail: str = "", tone: str = "",
+                parts: dict | None = None) -> Card:
+    """A card whose shown value is `number` formatted: the text and the embedded figure cannot differ."""
+    missing = number is None or (isinstance(number, float) and math.isnan(number))
+    return Card(label, "n/a" if missing else FORMATS[fmt](number), detail, tone, key,
+                None if missing else _plain(number), fmt, {k: _plain(v) for k, v in (parts or {}).items()})
+
+
+def _plain(value):
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value
 
 
 def headline(cards: list[Card]) -> str:
     items = "".join(
-        f'<div class="card {esc(c.tone)}"><div class="label">{esc(c.label)}</div>'
+        f'<div class="card {esc(c.tone)}"{f" data-key={chr(34)}{esc(c.key)}{chr(34)}" if c.key else ""}>'
+        f'<div class="label">{esc(c.label)}</div>'
         f'<div class="value">{esc(c.value)}</div><div class="detail">{esc(c.detail)}</div></div>' for c in cards)
     return f'<div class="headline">{items}</div>'
+
+
+class PageData:
+    """The figures a page shows, as data: its cards and the source of each of its tables. Embedded in
+    the page (`<script type="application/json" id="page-figures">`) for checks and for other tools."""
+
+    def __init__(self):
+        self.cards: list[Card] = []
+        self.tables: dict[str, str] = {}
+
+    def headline(self, cards: list[Card]) -> str:
+        self.cards.extend(cards)
+        return headline(cards)
+
+    def table(self, table: "Table", source: str) -> str:
+        """Render `table`, recording which warehouse table (or derivation) its figures come from."""
+        self.tables[table.table_id] = source
+        return table.render()
+
+    def payload(self) -> dict:
+        return {"cards": [{"key": c.key, "label": c.label, "value": c.number, "format": c.fmt, "text": c.value,
+                           "parts": c.parts or {}} for c in self.cards if c.key],
+                "tables": self.tables}
 
 
 @dataclass
@@ -246,9 +298,11 @@ class Table:
                 numbers = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
                 finite = np.isfinite(numbers)
                 cast = int if col.type == "int" else float
-                values.append([cast(x) if ok else None for x, ok in zip(numbers.tolist(), finite)])
+                hidden = (series.astype("object") == SUPPRESSED).to_numpy()
+                values.append([SUPPRESSED if h else cast(x) if ok else None
+                               for x, ok, h in zip(numbers.tolist(), finite, hidden)])
         rows = [list(r) for r in zip(*values)] if values else []
-        payload = {"columns": [{"label": c.label, "type": c.type} for c in self.columns], "rows": rows,
+        payload = {"columns": [{"label": c.label, "type": c.type, "key": c.key} for c in self.columns], "rows": rows,
                    "page_size": PAGE_SIZE}
         note = ""
         if total > len(rows):
@@ -301,8 +355,11 @@ NAV = (("index.html", "Overview"), ("audit.html", "Audit"), ("revenue.html", "Re
        ("compliance.html", "Compliance"))
 
 
-def page(title: str, current: str, subtitle: str, body: str) -> str:
-    """The whole document. plotly.js is inlined once, in <head>, when the page has figures."""
+def page(title: str, current: str, subtitle: str, body: str, data: PageData | None = None) -> str:
+    """The whole document. plotly.js is inlined once, in <head>, when the page has figures; the page's
+    figures as data (`data`) at the end of <main>."""
+    if data is not None:
+        body += f'\n<script type="application/json" id="page-figures">{script_json(data.payload())}</script>'
     with_plotly = 'class="plotly-graph-div"' in body
     nav = "".join(f'<a href="{href}"{" class=current" if href == current else ""}>{esc(text)}</a>'
                   for href, text in NAV)

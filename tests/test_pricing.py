@@ -131,3 +131,48 @@ def test_revenue_by_group():
     assert out.loc["F1", "underpaid_amount"] == 100.10 and out.loc["F1", "overpaid_amount"] == 50.05
     assert out.loc["F1", "net_amount"] == 50.05
     assert out.loc["F2", "changed"] == 0 and out.loc["F2", "net_amount"] == 0
+
+
+def _side(rows):
+    return pd.DataFrame(rows, columns=["claim_id", "drg", "payment", "dx", "px", "mcc_codes", "cc_codes",
+                                       "drg_px_codes", "principal_dx"])
+
+
+def test_change_drivers_split_auditor_changes_from_grouper_effects():
+    """H21606243-like: the auditor only added E43 (an MCC); E87.1 stayed on the claim but stopped counting as
+    a CC because the stay is now at MCC level. The old single list read '-E871:CC; +E43:MCC'.
+    Resequencing: the auditor swapped the principal (F32.3) with a secondary (J18.9); F32.3, now a
+    secondary, counts as a CC. The old list read '+F323:CC' as if the auditor had added it."""
+    original = _side([
+        ("H1", "641", 5000.0, ["E871", "I10"], [], [], ["E871"], [], "E871"),
+        ("R1", "885", 6000.0, ["F323", "J189"], [], [], [], [], "F323"),
+    ])
+    original.loc[0, "dx"] = ["A419", "E871", "I10"]  # principal sepsis, E87.1 a CC, I10 not a CC
+    original.loc[0, "principal_dx"] = "A419"
+    audited = _side([
+        ("H1", "871", 9000.0, ["A419", "E871", "I10", "E43"], [], ["E43"], [], [], "A419"),
+        ("R1", "194", 7000.0, ["J189", "F323"], [], [], ["F323"], [], "J189"),
+    ])
+    out = regroup_delta(original, audited).set_index("claim_id")
+    assert list(out.loc["H1", "auditor_changes"]) == ["+E43:MCC"]
+    assert list(out.loc["H1", "grouper_effects"]) == ["-E871:CC (MCC present)"]
+    assert list(out.loc["H1", "change_drivers"]) == ["-E871:CC", "+E43:MCC"]  # the combined list, unchanged
+    assert list(out.loc["R1", "auditor_changes"]) == ["principal F323>J189"]
+    assert list(out.loc["R1", "grouper_effects"]) == ["+F323:CC (no longer principal)"]
+
+
+def test_auditor_changes_pair_specificity_and_keep_levels_and_procedures():
+    """I50.32 (CC) replaced by I50.33 (MCC) is one change, not a deletion and an addition; a removed MCC keeps
+    its level; a procedure that set the original DRG removed; the DRG did not change on claim S: no tokens."""
+    original = _side([
+        ("A", "292", 6000.0, ["I5023", "I5032", "J9601"], ["0JH60DZ"], ["J9601"], [], ["0JH60DZ"], "I5023"),
+        ("S", "293", 4000.0, ["I5023", "N179"], [], [], ["N179"], [], "I5023"),
+    ])
+    audited = _side([
+        ("A", "291", 9000.0, ["I5023", "I5033"], [], ["I5033"], [], [], "I5023"),
+        ("S", "293", 4000.0, ["I5023", "N170"], [], [], ["N170"], [], "I5023"),
+    ])
+    out = regroup_delta(original, audited).set_index("claim_id")
+    assert list(out.loc["A", "auditor_changes"]) == ["-J9601:MCC", "I5032>I5033:MCC", "-0JH60DZ:PX"]
+    assert list(out.loc["A", "grouper_effects"]) == []
+    assert list(out.loc["S", "auditor_changes"]) == [] and list(out.loc["S", "grouper_effects"]) == []

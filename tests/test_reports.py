@@ -39,7 +39,7 @@ def test_position_figure_shows_given_rates_and_wilson_bounds_in_position_order()
         "ci_low": [0.0, 0.020, 0.144, 0.065671], "ci_high": [0.434, 0.077, 0.271, 0.149405],
         "small_cell": [True, False, False, False]})
     bar = figures.position_error_figure(rates).to_dict()["data"][0]
-    assert list(bar["x"]) == ["1 (principal)", "2", "10", "omitted (missed)"]
+    assert list(bar["x"]) == ["1 (principal)<br>n=200", "2<br>n=150", "10<br>n=5", "omitted (missed)<br>n=200"]
     assert list(bar["y"]) == [0.1, 0.2, 0.0, 0.04]
     assert bar["error_y"]["array"] == pytest.approx([0.049405, 0.071, 0.434, 0.037])
     assert bar["error_y"]["arrayminus"] == pytest.approx([0.034329, 0.056, 0.0, 0.020])
@@ -57,6 +57,9 @@ def test_waterfall_measures_and_values_are_the_hand_sums():
     assert list(trace["measure"]) == ["absolute", "relative", "relative", "total"]
     # original 1000+2000+3000 = 6000; underpaid 500; overpaid 800; audited 1500+1200+3000 = 5700
     assert list(trace["y"]) == [6000.0, 500.0, -800.0, 5700.0]
+    layout = figures.waterfall_figure(regroup).to_dict()["layout"]
+    assert layout["yaxis"]["range"][0] == 0.0  # zero baseline: bar height proportional to dollars
+    assert layout["yaxis"]["range"][1] >= 6500.0  # original + underpaid fits
 
 
 def test_sankey_links_are_dollar_sums_with_the_tail_as_other():
@@ -72,6 +75,10 @@ def test_sankey_links_are_dollar_sums_with_the_tail_as_other():
     labels = [(node[s], node[t]) for s, t in zip(link["source"], link["target"])]
     assert labels == [("Original 871", "Audited 872"), ("Original 291", "Audited 293"),
                       ("Original 193", "Audited 194"), ("Other original DRGs", "Other audited DRGs")]
+    titled = regroup.assign(original_drg_label=regroup["original_drg"] + " SEPTICEMIA <WITH> MCC",
+                            audited_drg_label=regroup["audited_drg"] + " X")
+    node = figures.drg_sankey_figure(titled, top_n=3).to_dict()["data"][0]["node"]["label"]
+    assert node[0] == "Original 871 SEPTICEMIA &lt;WITH&gt; MCC"  # number and title, escaped for plotly.js
     # other: net -300 + 200 = -100 -> paid less after audit -> red
     assert [c.startswith("rgba(26,127,55") for c in link["color"]] == [False, False, True, False]
 
@@ -268,7 +275,8 @@ def run(tmp_path_factory):
     _rewrite_csv(paths["reviews"], reviews)
     workdir = root / "work"
     assert main(["run", "--claims", str(paths["claims"]), "--reviews", str(paths["reviews"]),
-                 "--universe", str(paths["claims"]), "--workdir", str(workdir), "--period", "2026-11"]) == 0
+                 "--universe", str(paths["claims"]), "--workdir", str(workdir), "--period", "2026-11",
+                 "--regroup-universe"]) == 0
     run_info = json.loads((workdir / "summary.json").read_text(encoding="utf-8"))
 
     # With flags (synthetic, per the contract) and a second audit period for the trend.
@@ -276,8 +284,9 @@ def run(tmp_path_factory):
     shutil.copy(workdir / "warehouse.duckdb", flagged_db)
     con = duckdb.connect(str(flagged_db))
     planted = _synthetic_flag_tables(con, "2026-11")
-    con.execute("""INSERT INTO error_rates SELECT * REPLACE ('2026-10' AS audit_period, rate / 2 AS rate)
-                   FROM error_rates WHERE audit_period = '2026-11' AND breakdown = 'all'""")
+    for earlier in ("2026-09", "2026-10"):
+        con.execute(f"""INSERT INTO error_rates SELECT * REPLACE ('{earlier}' AS audit_period, rate / 2 AS rate)
+                        FROM error_rates WHERE audit_period = '2026-11' AND breakdown = 'all'""")
     con.close()
     plain_db = root / "without_flags.duckdb"
     shutil.copy(workdir / "warehouse.duckdb", plain_db)
@@ -309,6 +318,14 @@ def _table_payload(html: str, table_id: str) -> dict:
     return json.loads(match.group(1))
 
 
+def _workbook_text(path: Path) -> str:
+    import openpyxl
+
+    book = openpyxl.load_workbook(path, read_only=True)
+    return "\n".join(str(v) for sheet in book.worksheets for row in sheet.iter_rows(values_only=True)
+                     for v in row if v is not None)
+
+
 def _outside_bundle(html: str) -> str:
     bundle = get_plotlyjs()
     assert html.count(bundle) <= 1
@@ -318,15 +335,15 @@ def _outside_bundle(html: str) -> str:
 def test_every_file_is_written(run):
     for outputs in run["out"].values():
         assert set(outputs) == {"index", "audit", "revenue", "compliance", "rebill_worklist", "refund_worklist",
-                                "flagged_claims"}
+                                "flagged_claims", "rejected_rows", "billed_drg_mismatches", "audit_workbook"}
         assert all(p.exists() and p.stat().st_size > 0 for p in outputs.values())
 
 
 def test_planted_patient_id_appears_in_no_report_file(run):
     files = [p for outputs in run["out"].values() for p in outputs.values()]
-    assert len(files) == 14
+    assert len(files) == 20
     for path in files:
-        assert PATIENT_PREFIX not in _text(path), path.name
+        assert PATIENT_PREFIX not in (_workbook_text(path) if path.suffix == ".xlsx" else _text(path)), path.name
 
 
 def test_review_note_is_escaped_never_markup(run):
@@ -341,15 +358,16 @@ def test_review_note_is_escaped_never_markup(run):
     rest = _outside_bundle(html)
     figures_n = rest.count('class="plotly-graph-div"')
     tables_n = rest.count('class="datatable"')
-    assert len(re.findall(r"<script\b", rest, re.I)) == 2 + figures_n + tables_n + 1
+    # ... and the page's figures as data (page-figures).
+    assert len(re.findall(r"<script\b", rest, re.I)) == 2 + figures_n + tables_n + 1 + 1
 
 
 def test_hostile_flag_text_is_escaped(run):
     html = _text(run["out"]["flags"]["compliance"])
     assert run["planted"]["hostile"] not in html
     assert "<img" not in _outside_bundle(html)
-    flags = _table_payload(html, "table-flags")
-    assert run["planted"]["hostile"] in {row[4] for row in flags["rows"]}
+    cases = _table_payload(html, "table-cases")
+    assert any(run["planted"]["hostile"] in row[4] for row in cases["rows"])
 
 
 def test_csv_exports_neutralise_formulas_and_keep_negative_numbers(run):
@@ -369,7 +387,8 @@ def test_csv_exports_neutralise_formulas_and_keep_negative_numbers(run):
     assert all(float(r["refund_amount"]) == -float(r["delta"]) for r in refund)
     payers = {r["payer"] for r in refund + rebill}
     assert "'" + FORMULA in payers and FORMULA not in payers
-    text = _text(out["refund_worklist"]) + _text(out["rebill_worklist"]) + _text(out["flagged_claims"])
+    text = "".join(_text(out[name]) for name in ("refund_worklist", "rebill_worklist", "flagged_claims",
+                                                 "rejected_rows", "billed_drg_mismatches"))
     assert not re.search(r'(^|,)"?[=+@]', text, re.M)  # no cell starts a formula
 
 
@@ -415,16 +434,16 @@ def test_index_shows_run_metadata_with_file_names_only(run):
     assert f"{info['claims']:,}" in index and info["grouper"] in index and "FY2026" in index
     assert f"${info['base_rate']:,.2f}" in index and info["generated_at"] in index
     rejected = _table_payload(index, "table-rejected")
-    assert [row[:2] for row in rejected["rows"] if row[1] == "invalid_sex"] == [["claims", "invalid_sex"]]
+    assert [row[:2] for row in rejected["rows"] if row[1] == "invalid_sex"] == [["claims.csv", "invalid_sex"]]
     assert re.search(r"Claims rows read / loaded / rejected</td><td>600 / 599 / 1<", index)
 
 
-def test_audit_page_has_its_figures_and_a_two_period_trend(run):
+def test_audit_page_has_its_figures_and_a_three_period_trend(run):
     html = _text(run["out"]["flags"]["audit"])
     for div in ("fig-positions", "fig-error-types", "fig-chapters", "fig-coders", "fig-trend"):
         assert f'id="{div}"' in html
     trend = re.search(r'Plotly.newPlot\(\s*"fig-trend",\s*(\[.*?\]),\s*\{', html, re.S).group(1)
-    assert json.loads(trend)[0]["x"] == ["2026-10", "2026-11"]
+    assert json.loads(trend)[0]["x"] == ["2026-09", "2026-10", "2026-11"]
 
 
 def test_compliance_page_with_flags(run):
@@ -435,6 +454,9 @@ def test_compliance_page_with_flags(run):
     with open(run["out"]["flags"]["flagged_claims"], newline="", encoding="utf-8") as fh:
         flagged = list(csv.DictReader(fh))
     assert len(flagged) == run["planted"]["evidence_claims"]
+    cases = _table_payload(html, "table-cases")
+    # one row per flagged entity: the claim, the coder and the facility of the three synthetic flags
+    assert sorted(row[1] for row in cases["rows"]) == ["Claim", "Coder", "Facility"]
     assert {r["level"] for r in flagged} == {"claim", "coder"}
 
 
