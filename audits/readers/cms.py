@@ -41,6 +41,7 @@ from pathlib import Path
 import duckdb
 
 from audits.codes import normalise_code_sql
+from audits.readers.base import FileRead
 from audits.readers.tuva import POSITIONS, LineLayout, col, drg_pad_sql, stage_claim_lines
 
 EXTRA_FIELDS = ("paid_amount", "total_charge", "org_npi_num", "admitting_dx")
@@ -112,14 +113,15 @@ def _line_select(columns: list[str], entity: str) -> dict[str, str]:
     return out
 
 
-def _line_filter(columns: list[str], raw: str) -> str | None:
+def _line_filter(columns: list[str], raw: str) -> list[tuple[str, str]]:
     conditions = []
     if "final_action" in columns:
-        conditions.append("coalesce(upper(trim(final_action)), 'F') <> 'N'")
+        conditions.append(("not_final_action", "coalesce(upper(trim(final_action)), 'F') <> 'N'"))
     if "clm_fac_type_cd" in columns and "clm_srvc_clsfctn_type_cd" in columns:
-        conditions.append(f"clm_id IN (SELECT clm_id FROM {raw} WHERE trim(clm_fac_type_cd) = '1' "
-                          "AND trim(clm_srvc_clsfctn_type_cd) IN ('1', '2'))")
-    return " AND ".join(conditions) or None
+        conditions.append(("not_inpatient",
+                           f"clm_id IN (SELECT clm_id FROM {raw} WHERE trim(clm_fac_type_cd) = '1' "
+                           "AND trim(clm_srvc_clsfctn_type_cd) IN ('1', '2'))"))
+    return conditions
 
 
 def _line_checks(columns: list[str]) -> list[tuple[str, str, str, str]]:
@@ -162,6 +164,6 @@ CMS = LineLayout(
 )
 
 
-def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> None:
+def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dict[str, FileRead]:
     """Stage CMS inpatient RIF (+ beneficiary) files as `entity` ('claims' or 'reviews')."""
-    stage_claim_lines(con, entity, paths, CMS, EXTRA_FIELDS)
+    return stage_claim_lines(con, entity, paths, CMS, EXTRA_FIELDS)

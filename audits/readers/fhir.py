@@ -68,8 +68,8 @@ import pyarrow as pa
 
 from audits.contract import MAX_POSITIONS
 from audits.errors import InputError
-from audits.readers.base import _sql_str
-from audits.readers.detect import UNKNOWN_CODER, age_sql, create_staging, finish_staging, header_columns
+from audits.readers.base import FileRead, _sql_str, create_staging, header_columns
+from audits.readers.detect import UNKNOWN_CODER, age_sql, finish_staging
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,15 @@ ICD10PCS_SYSTEMS = ("http://www.cms.gov/Medicare/Coding/ICD10", "http://hl7.org/
 SECONDARY_DX_TYPES = ("other", "secondary", "discharge")
 EXTRA_DX_TYPES = {"admitting": "admitting_dx", "externalcauseofinjury": "external_cause_dx",
                   "patientreasonforvisit": "reason_for_visit_dx"}
-KINDS = ("ExplanationOfBenefit", "Patient", "Organization")
+KINDS = ("ExplanationOfBenefit", "Patient", "Organization", "Coverage")
+# CMS Beneficiary FHIR Data (BFD, Blue Button 2.0) codings: the NCH claim type (60/61 inpatient;
+# 20 SNF, 50 hospice, 10 HHA, 40 outpatient, 71/72 carrier, 81/82 DME), BFD's EOB type, the DRG
+# as a supportingInfo 'info' category, the POA indicators as diagnosis extensions.
+BFD_CLAIM_TYPE = "https://bluebutton.cms.gov/resources/variables/nch_clm_type_cd"
+BFD_EOB_TYPE = "https://bluebutton.cms.gov/resources/codesystem/eob-type"
+BFD_DRG = "https://bluebutton.cms.gov/resources/variables/clm_drg_cd"
+BFD_POA_URL = r"/clm_(e_)?poa_ind_sw[0-9]+$"
+INPATIENT_CLAIM_TYPES = ("60", "61")
 
 # 'full': the model validates every resource (about 1 ms per EOB); anything else: the fast path
 # above. CODING_AUDIT_FHIR_WORKERS=N (opt-in) runs model validation in N spawned processes, worth it
@@ -100,6 +108,7 @@ BOM = b"\xef\xbb\xbf"
 
 def _models():
     try:
+        from fhir.resources.R4B.coverage import Coverage
         from fhir.resources.R4B.explanationofbenefit import ExplanationOfBenefit
         from fhir.resources.R4B.organization import Organization
         from fhir.resources.R4B.patient import Patient
@@ -107,7 +116,8 @@ def _models():
         raise InputError("reading FHIR needs the fhir.resources package (pip install 'fhir.resources>=8,<9')"
                          ) from None
 
-    return {"ExplanationOfBenefit": ExplanationOfBenefit, "Patient": Patient, "Organization": Organization}
+    return {"ExplanationOfBenefit": ExplanationOfBenefit, "Patient": Patient, "Organization": Organization,
+            "Coverage": Coverage}
 
 
 def _patterns() -> dict[str, str]:
@@ -120,22 +130,24 @@ def _patterns() -> dict[str, str]:
             "positive_int": r"\+?[1-9][0-9]*"}  # fhir_core's PositiveInt
 
 
-def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> None:
-    """Stage FHIR EOB files (+ Patient / Organization resources) as `entity`."""
+def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dict[str, FileRead]:
+    """Stage FHIR EOB files (+ Patient / Organization / Coverage resources) as `entity`. Returns
+    {file: FileRead} for the files holding EOBs."""
     create_staging(con, entity)
     try:
         _load_resources(con, [Path(p) for p in paths])
         _define_macros(con)
+        _transform(con)
+        reads = _keep_inpatient(con)
         invalid = _invalid_resources(con)
         _drop(con, "fhir_resources", "fhir_kinds")  # the documents: what follows reads the typed values
         _stage_summaries(con, invalid)
-        skipped = _stage_eobs(con, entity, invalid)
+        _stage_eobs(con, entity, invalid)
     finally:
         _drop(con, "fhir_resources", "fhir_kinds", "fhir_eob", "fhir_summaries", "fhir_codes",
               "fhir_claim", "fhir_keyed")
     finish_staging(con, entity)
-    if skipped:
-        log.info("%s ExplanationOfBenefit resources that are not institutional inpatient skipped", skipped)
+    return reads
 
 
 def _drop(con: duckdb.DuckDBPyConnection, *names: str) -> None:
@@ -192,7 +204,7 @@ def _load_resources(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> None:
             WHERE json_type(b.item, '$.resource') = 'OBJECT')
         SELECT file_index * 1000000000000000 + coalesce(line, 0) * 10000000 + entry AS rid,
                _source_file, _source_row, full_url, kind, doc
-        FROM resources WHERE kind IN ('ExplanationOfBenefit', 'Patient', 'Organization')""")
+        FROM resources WHERE kind IN ('ExplanationOfBenefit', 'Patient', 'Organization', 'Coverage')""")
 
 
 def _raise_invalid_json(con: duckdb.DuckDBPyConnection, table: str = "fhir_kinds") -> None:
@@ -304,19 +316,22 @@ _REF = '{"reference":"VARCHAR","display":"VARCHAR","identifier":{"value":"VARCHA
 _PERIOD = '{"start":"VARCHAR","end":"VARCHAR"}'
 # What the mapping reads of an EOB, typed for DuckDB's json_transform (one parse per resource).
 EOB_SHAPE = (
-    '{"id":"VARCHAR","identifier":[{"type":CC,"value":"VARCHAR"}],"type":CC,"subType":CC,'
+    '{"id":"VARCHAR","meta":{"profile":["VARCHAR"]},"identifier":[{"type":CC,"value":"VARCHAR"}],"type":CC,"subType":CC,'
     '"created":"VARCHAR","billablePeriod":PERIOD,'
     '"supportingInfo":[{"sequence":"VARCHAR","category":CC,"timingPeriod":PERIOD,"code":CC}],'
     '"diagnosis":[{"sequence":"VARCHAR","diagnosisCodeableConcept":CC,"diagnosisReference":"JSON",'
-    '"type":[CC],"onAdmission":CC}],'
+    '"type":[CC],"onAdmission":CC,"packageCode":CC,'
+    '"extension":[{"url":"VARCHAR","valueCoding":{"code":"VARCHAR"}}]}],'
     '"procedure":[{"sequence":"VARCHAR","date":"VARCHAR","procedureCodeableConcept":CC,'
     '"procedureReference":"JSON","type":[CC]}],'
     '"patient":REF,"provider":REF,"insurer":REF,"enterer":REF,"payment":{"amount":{"value":"VARCHAR"}},'
+    '"insurance":[{"focal":"VARCHAR","coverage":REF}],'
     '"total":[{"category":CC,"amount":{"value":"VARCHAR"}}],"processNote":[{"text":"VARCHAR"}],'
     '"contained":["JSON"]}'
 ).replace("CC", _CC).replace("REF", _REF).replace("PERIOD", _PERIOD)
 SUMMARY_SHAPE = ('{"id":"VARCHAR","gender":"VARCHAR","birthDate":"VARCHAR","name":"VARCHAR",'
-                 '"identifier":[{"system":"VARCHAR","value":"VARCHAR","type":CC}]}').replace("CC", _CC)
+                 '"identifier":[{"system":"VARCHAR","value":"VARCHAR","type":CC}],"payor":[REF]}'
+                 ).replace("CC", _CC).replace("REF", _REF)
 
 
 def _define_macros(con: duckdb.DuckDBPyConnection) -> None:
@@ -331,6 +346,10 @@ def _define_macros(con: duckdb.DuckDBPyConnection) -> None:
             fhir_codes(cc)[1]);
         CREATE OR REPLACE TEMP MACRO fhir_info(e, category) AS
             list_filter(e.supportingInfo, lambda s: list_contains(fhir_codes(s.category), category))[1];
+        CREATE OR REPLACE TEMP MACRO fhir_drg(e) AS coalesce(
+            fhir_codes(fhir_info(e, 'drg').code)[1], fhir_codes(fhir_info(e, {_sql_str(BFD_DRG)}).code)[1],
+            list_filter(list_transform(e.diagnosis, lambda d: fhir_codes(d.packageCode)[1]),
+                        lambda x: x IS NOT NULL)[1]);
         CREATE OR REPLACE TEMP MACRO fhir_ref_id(r) AS CASE
             WHEN coalesce(r.reference, '') <> '' THEN ltrim(regexp_replace(regexp_extract(r.reference, '[^/]*$'),
                                                                       '^urn:uuid:', ''), '#')
@@ -386,13 +405,11 @@ def _values_ok_sql() -> tuple[str, str]:
     return eob, summary
 
 
-def _invalid_resources(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
-    """{rid: the model's message} for the resources fhir.resources rejects among those it is
-    asked to validate (see the module docstring). Leaves the transformed values in fhir_eob (EOBs)
-    and fhir_summaries (Patients, Organizations)."""
-    fast = VALIDATION != "full"
+def _transform(con: duckdb.DuckDBPyConnection) -> None:
+    """fhir_eob (EOBs) and fhir_summaries (Patients, Organizations, Coverages): the values the
+    mapping reads, typed, with `values_ok` (see the module docstring) and the JSON shape."""
     eob_ok, summary_ok = _values_ok_sql()
-    shape = "json_structure(doc)" if fast else "NULL::VARCHAR"
+    shape = "json_structure(doc)" if VALIDATION != "full" else "NULL::VARCHAR"
     try:
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE fhir_eob AS
@@ -409,6 +426,53 @@ def _invalid_resources(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
     except duckdb.Error:
         _raise_invalid_json(con)
         raise
+
+
+def _inpatient_sql() -> str:
+    """SQL over an EOB `e`: is it a hospital inpatient claim? BFD's claim type when the EOB has one
+    (60/61; its SNF and hospice EOBs also carry subType 'inpatient'), else BFD's EOB type, else a
+    NUBC bill type in supportingInfo 'typeofbill' (11x/12x), else CARIN: type 'institutional'
+    and subType 'inpatient' (an EOB without subType: a CARIN inpatient profile in meta.profile,
+    as the IG's first examples had)."""
+    def coded(cc: str, system: str) -> str:
+        return f"list_filter({cc}.coding, lambda c: c.system = {_sql_str(system)} AND coalesce(c.code, '') <> '')[1].code"
+
+    bill = ("list_filter(list_transform(fhir_codes(fhir_info(e, 'typeofbill').code), "
+            "lambda b: CASE WHEN length(b) = 4 THEN substr(b, 2) ELSE b END), "
+            "lambda b: regexp_full_match(b, '[0-9]{3}'))[1]")
+    types = ", ".join(_sql_str(t) for t in INPATIENT_CLAIM_TYPES)
+    return f"""CASE
+        WHEN {coded('e.type', BFD_CLAIM_TYPE)} IS NOT NULL THEN {coded('e.type', BFD_CLAIM_TYPE)} IN ({types})
+        WHEN {coded('e.type', BFD_EOB_TYPE)} IS NOT NULL THEN upper({coded('e.type', BFD_EOB_TYPE)}) = 'INPATIENT'
+        WHEN {bill} IS NOT NULL THEN left({bill}, 2) IN ('11', '12')
+        ELSE coalesce(list_contains(fhir_codes(e.type), 'institutional')
+                      AND (list_contains(fhir_codes(e.subType), 'inpatient')
+                           OR (coalesce(len(fhir_codes(e.subType)), 0) = 0
+                               AND list_bool_or(list_transform(e.meta.profile,
+                                                               lambda p: regexp_matches(p, 'Inpatient'))))),
+                      false) END"""
+
+
+def _keep_inpatient(con: duckdb.DuckDBPyConnection) -> dict[str, FileRead]:
+    """Decide each EOB's claim type before any validation: EOBs that are not hospital inpatient
+    claims are dropped (counted per file as skipped, never validated nor quarantined)."""
+    con.execute("ALTER TABLE fhir_eob ADD COLUMN inpatient BOOLEAN")
+    con.execute(f"UPDATE fhir_eob SET inpatient = coalesce({_inpatient_sql()}, false)")
+    reads: dict[str, FileRead] = {}
+    for source, kept, skipped in con.execute(
+            "SELECT _source_file, count(*) FILTER (WHERE inpatient), count(*) FILTER (WHERE NOT inpatient) "
+            "FROM fhir_eob GROUP BY ALL ORDER BY min(rid)").fetchall():
+        read = reads[source] = FileRead(records=int(kept))
+        read.skip("not_inpatient", skipped)
+    con.execute("DELETE FROM fhir_eob WHERE NOT inpatient")
+    return reads
+
+
+def _invalid_resources(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
+    """{rid: the model's message} for the resources fhir.resources rejects among those it is
+    asked to validate (see the module docstring), of the EOBs left in fhir_eob and the resources
+    of fhir_summaries."""
+    fast = VALIDATION != "full"
     checked = """SELECT rid, 'ExplanationOfBenefit' AS kind, shape, values_ok FROM fhir_eob
                  UNION ALL SELECT rid, kind, shape, values_ok FROM fhir_summaries"""
     if not fast:
@@ -493,7 +557,9 @@ def _stage_summaries(con: duckdb.DuckDBPyConnection, invalid: dict[int, str]) ->
             list_filter(s.identifier, lambda i: i.system = {_sql_str(NPI_SYSTEM)} AND coalesce(i.value, '') <> '')[1].value,
             list_filter(s.identifier, lambda i: list_contains(fhir_codes(i.type), 'NPI')
                                            AND coalesce(i.value, '') <> '')[1].value) END,
-        name := CASE WHEN kind = 'Organization' THEN s.name END)"""
+        name := CASE WHEN kind = 'Organization' THEN s.name END,
+        payor := CASE WHEN kind = 'Coverage' THEN coalesce(nullif(s.payor[1].display, ''),
+                                                           nullif(s.payor[1].identifier.value, '')) END)"""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE fhir_keyed AS
         WITH global AS (
@@ -511,9 +577,8 @@ def _stage_summaries(con: duckdb.DuckDBPyConnection, invalid: dict[int, str]) ->
         SELECT rid, key, arg_min({who}, ord) FROM contained GROUP BY rid, key""")
 
 
-def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, str]) -> int:
-    """Map the EOBs into stg_<entity>, stg_<entity>_codes and stg_<entity>_findings; returns how
-    many were skipped as not institutional inpatient."""
+def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, str]) -> None:
+    """Map the inpatient EOBs into stg_<entity>, stg_<entity>_codes and stg_<entity>_findings."""
     cm, pcs = (f"[{', '.join(_sql_str(s) for s in systems)}]" for systems in (ICD10CM_SYSTEMS, ICD10PCS_SYSTEMS))
     extra_types = f"[{', '.join(_sql_str(t) for t in EXTRA_DX_TYPES)}]"
     secondary = f"[{', '.join(_sql_str(t) for t in SECONDARY_DX_TYPES)}]"
@@ -525,13 +590,13 @@ def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, 
                    list_filter(e.identifier, lambda i: list_contains(fhir_codes(i.type), 'uc')
                                                   AND coalesce(i.value, '') <> '')[1].value,
                    nullif(e.identifier[1].value, ''), e.id) AS claim_id,
-               coalesce(list_contains(fhir_codes(e.type), 'institutional')
-                        AND (coalesce(len(fhir_codes(e.subType)), 0) = 0
-                             OR list_contains(fhir_codes(e.subType), 'inpatient')), false) AS inpatient,
-               coalesce(fhir_info(e, 'admissionperiod').timingPeriod, e.billablePeriod) AS period
+               struct_pack(start := coalesce(nullif(fhir_info(e, 'admissionperiod').timingPeriod.start, ''),
+                                             e.billablePeriod.start),
+                           "end" := coalesce(nullif(fhir_info(e, 'admissionperiod').timingPeriod."end", ''),
+                                             e.billablePeriod."end")) AS period,
+               list_contains(list_transform(e.type.coding, lambda c: c.system), {_sql_str(BFD_CLAIM_TYPE)})
+                   AS from_bfd
         FROM fhir_eob""", [list(invalid)])
-    skipped = con.execute("SELECT count(*) FROM fhir_claim WHERE NOT rejected AND NOT inpatient").fetchall()[0][0]
-    con.execute("DELETE FROM fhir_claim WHERE NOT rejected AND NOT inpatient")
 
     # One row per diagnosis / procedure, with its role and its contract position.
     con.execute(f"""
@@ -540,7 +605,10 @@ def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, 
             SELECT dd.rid, dd.claim_id, 'dx' AS kind, dd.ord - 1 AS number, 'diagnosis[' || (dd.ord - 1) || ']' AS "column",
                    coalesce(TRY_CAST(dd.v.sequence AS BIGINT), 0) AS seq, fhir_type_codes(dd.v.type) AS types,
                    fhir_code(dd.v.diagnosisCodeableConcept, {cm}) AS code,
-                   fhir_code(dd.v.onAdmission, []::VARCHAR[]) AS poa, NULL::VARCHAR AS date
+                   coalesce(fhir_code(dd.v.onAdmission, []::VARCHAR[]),
+                            list_filter(dd.v.extension, lambda x: regexp_matches(x.url, {_sql_str(BFD_POA_URL)})
+                                        AND coalesce(x.valueCoding.code, '') <> '')[1].valueCoding.code) AS poa,
+                   NULL::VARCHAR AS date
             FROM (SELECT rid, claim_id, unnest(e.diagnosis) AS v, generate_subscripts(e.diagnosis, 1) AS ord
                   FROM fhir_claim JOIN fhir_eob USING (rid) WHERE NOT rejected) dd
             UNION ALL
@@ -549,12 +617,19 @@ def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, 
                    fhir_code(pp.v.procedureCodeableConcept, {pcs}), NULL, fhir_day(pp.v.date)
             FROM (SELECT rid, claim_id, unnest(e.procedure) AS v, generate_subscripts(e.procedure, 1) AS ord
                   FROM fhir_claim JOIN fhir_eob USING (rid) WHERE NOT rejected) pp),
-        roles AS (
-            SELECT *, CASE WHEN list_contains(types, 'principal') THEN 'principal'
-                           WHEN kind = 'dx' AND list_has_any(types, {extra_types})
-                                AND NOT list_has_any(types, {secondary}) THEN 'extra'
-                           ELSE 'other' END AS role
+        typed AS (
+            SELECT *, bool_or(list_contains(types, 'principal')) OVER (PARTITION BY rid, kind) AS typed_principal,
+                      row_number() OVER (PARTITION BY rid, kind ORDER BY seq, number) AS in_sequence
             FROM items),
+        roles AS (
+            SELECT * EXCLUDE (typed_principal, in_sequence),
+                   CASE WHEN list_contains(types, 'principal') THEN 'principal'
+                        -- procedures without a type (BFD): the first in sequence is the principal
+                        WHEN kind = 'px' AND NOT typed_principal AND in_sequence = 1 THEN 'principal'
+                        WHEN kind = 'dx' AND list_has_any(types, {extra_types})
+                             AND NOT list_has_any(types, {secondary}) THEN 'extra'
+                        ELSE 'other' END AS role
+            FROM typed),
         ranked AS (
             SELECT *, CASE role WHEN 'principal' THEN row_number() OVER (PARTITION BY rid, kind, role ORDER BY number)
                                 WHEN 'other' THEN row_number() OVER (PARTITION BY rid, kind, role ORDER BY seq, number)
@@ -572,7 +647,6 @@ def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, 
         WHERE position BETWEEN 1 AND {MAX_POSITIONS}
         ORDER BY rid, kind, position""")
     _stage_headers(con, entity)
-    return skipped
 
 
 def _stage_findings(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, str]) -> None:
@@ -607,10 +681,11 @@ def _stage_findings(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[i
 
 
 def _stage_headers(con: duckdb.DuckDBPyConnection, entity: str) -> None:
-    def who(ref: str) -> str:
+    def who(ref: str, element: str | None = None) -> str:
         """Join the summary a reference points to: contained ('#id', in this EOB) or by key."""
-        return f"""LEFT JOIN fhir_keyed k_{ref} ON k_{ref}.key = c.e.{ref}.reference
-                   AND k_{ref}.scope = CASE WHEN starts_with(c.e.{ref}.reference, '#') THEN c.rid ELSE 0 END"""
+        element = element or f"c.e.{ref}"
+        return f"""LEFT JOIN fhir_keyed k_{ref} ON k_{ref}.key = {element}.reference
+                   AND k_{ref}.scope = CASE WHEN starts_with({element}.reference, '#') THEN c.rid ELSE 0 END"""
 
     def status(category: str) -> str:
         return f"fhir_codes(fhir_info(c.e, {_sql_str(category)}).code)[1]"
@@ -626,20 +701,25 @@ def _stage_headers(con: duckdb.DuckDBPyConnection, entity: str) -> None:
             "age": age_sql(day("patient.birth"), day("admit")),
             "sex": "CASE WHEN patient IS NULL THEN NULL WHEN patient.gender = 'male' THEN 'M' "
                    "WHEN patient.gender = 'female' THEN 'F' ELSE 'U' END",
-            "payer": "coalesce(nullif(c.e.insurer.display, ''), insurer.name)",
-            "coder_id": _sql_str(UNKNOWN_CODER), "billed_drg": status("drg"),
+            "payer": "coalesce(nullif(c.e.insurer.display, ''), nullif(insurer.name, ''), "
+                     "nullif(c.e.insurer.identifier.value, ''), nullif(c.coverage_ref.display, ''), coverage.payor, "
+                     "CASE WHEN c.from_bfd THEN 'MEDICARE' END)",
+            "coder_id": _sql_str(UNKNOWN_CODER), "billed_drg": "fhir_drg(c.e)",
         }
-        joins = {"patient": who("patient"), "provider": who("provider"), "insurer": who("insurer")}
+        coverage = ("coalesce(list_filter(e.insurance, lambda i: i.focal = 'true')[1], "
+                    "e.insurance[1]).coverage")
+        joins = {"patient": who("patient"), "provider": who("provider"), "insurer": who("insurer"),
+                 "coverage": who("coverage", "c.coverage_ref")}
     else:
         values = {
             "reviewer_id": "coalesce(nullif(c.e.enterer.identifier.value, ''), nullif(fhir_ref_id(c.e.enterer), ''), "
                            "nullif(c.e.insurer.display, ''), fhir_ref_id(c.e.insurer))",
             "review_date": "fhir_day(c.e.created)", "discharge_status": status("discharge-status"),
-            "reviewer_drg": status("drg"),
+            "reviewer_drg": "fhir_drg(c.e)",
             "notes": "nullif(array_to_string(list_filter(list_transform(c.e.processNote, lambda n: n.text), "
                      "lambda t: coalesce(t, '') <> ''), ' / '), '')",
         }
-        joins = {}
+        joins, coverage = {}, "NULL"
     values["claim_id"] = "c.claim_id"
     columns = ", ".join(f"CASE WHEN c.rejected AND '{name}' <> 'claim_id' THEN NULL "
                         f"ELSE nullif(CAST({values.get(name, 'NULL')} AS VARCHAR), '') END AS {name}"
@@ -665,7 +745,8 @@ def _stage_headers(con: duckdb.DuckDBPyConnection, entity: str) -> None:
         claim AS (
             SELECT c.*, fhir_day(c.period.start) AS admit,
                    {', '.join(f'k_{name}.who AS {name}' for name in joins) or 'NULL AS no_references'}
-            FROM (SELECT * FROM fhir_claim JOIN fhir_eob USING (rid, _source_file, _source_row)) c
+            FROM (SELECT *, {coverage} AS coverage_ref
+                  FROM fhir_claim JOIN fhir_eob USING (rid, _source_file, _source_row)) c
             {' '.join(joins.values())})
         SELECT c._source_file, c._source_row, {columns},
                nullif(json_merge_patch('{{}}', json_object(

@@ -49,8 +49,9 @@ import duckdb
 from audits.codes import normalise_code_sql, normalise_poa_sql
 from audits.contract import MAX_POSITIONS
 from audits.errors import InputError
-from audits.readers.base import _csv_source, _quote_ident, _sql_str, read_raw
-from audits.readers.detect import UNKNOWN_CODER, age_sql, create_staging, finish_staging, header_columns
+from audits.readers.base import (FileRead, _csv_source, _quote_ident, _sql_str, create_staging, header_columns,
+                                 read_raw)
+from audits.readers.detect import UNKNOWN_CODER, age_sql, finish_staging
 from audits.validation import parse_date_sql
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,10 @@ class LineLayout:
     is_people: Callable[[list[str]], bool]
     # SQL expression per canonical field (claim_id, line_key, line_amount, the contract header
     # fields, person_key, birth_date, sex_code, extras, dx1.., poa1.., px1.., pxdate1..) over the
-    # raw line table, and a WHERE choosing the inpatient lines.
+    # raw line table, and the conditions choosing the lines read: [(skip reason, SQL)], in order
+    # (a claim left out is counted under the first condition it fails; see base.SKIP_REASONS).
     line_select: Callable[[list[str], str], dict[str, str]]
-    line_filter: Callable[[list[str], str], str | None]
+    line_filter: Callable[[list[str], str], list[tuple[str, str]]]
     # Canonical field -> name of the column it came from (for quarantine messages).
     source_name: Callable[[str], str]
     people_select: Callable[[list[str]], dict[str, str]]
@@ -102,8 +104,9 @@ def _header_fields(entity: str, extra: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def stage_claim_lines(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path], layout: LineLayout,
-                      extra_fields: tuple[str, ...]) -> None:
-    """Read claim-line files (+ people files) into the staging tables, one claim per claim_id."""
+                      extra_fields: tuple[str, ...]) -> dict[str, FileRead]:
+    """Read claim-line files (+ people files) into the staging tables, one claim per claim_id.
+    Returns {claim-line file: FileRead} (records = claims read; people files are not listed)."""
     create_staging(con, entity)
     fields = _header_fields(entity, extra_fields)
     compare = fields + CODE_FIELDS
@@ -121,11 +124,14 @@ def stage_claim_lines(con: duckdb.DuckDBPyConnection, entity: str, paths: list[P
     if not line_files:
         if paths:
             raise InputError(f"no {layout.name} claim-line file among the {entity} files", file=paths[0])
-        return
+        return {}
     con.execute("DROP TABLE IF EXISTS claim_lines")
+    reads: dict[str, FileRead] = {}
     for n, (path, raw, columns) in enumerate(line_files):
         select = layout.line_select(columns, entity)
-        where = layout.line_filter(columns, raw)
+        conditions = layout.line_filter(columns, raw)
+        where = " AND ".join(f"coalesce({sql}, false)" for _, sql in conditions) or None
+        reads[str(path)] = _file_read(con, raw, select["claim_id"], conditions)
         sql_cols = ", ".join(f"{select.get(name, 'CAST(NULL AS VARCHAR)')} AS {name}"
                              for name in ("claim_id", "line_key", "line_amount") + compare)
         # _ord orders lines across files; version hashes the header fields (identical lines, the
@@ -156,6 +162,24 @@ def stage_claim_lines(con: duckdb.DuckDBPyConnection, entity: str, paths: list[P
     if skipped:
         log.info("%s lines without a claim_id were staged as one claim without an id", skipped)
     finish_staging(con, entity)
+    return reads
+
+
+def _file_read(con: duckdb.DuckDBPyConnection, raw: str, claim_id: str,
+               conditions: list[tuple[str, str]]) -> FileRead:
+    """Claims of one line file read, and those left out by the first condition they fail."""
+    key = f"coalesce({claim_id}, '#' || _source_row)"  # a line without claim_id counts once
+    counts = []
+    for n, (_, sql) in enumerate(conditions):
+        before = "".join(f" AND coalesce({c}, false)" for _, c in conditions[:n])
+        counts.append(f"count(DISTINCT {key}) FILTER (WHERE NOT coalesce({sql}, false){before})")
+    kept = " AND ".join(f"coalesce({c}, false)" for _, c in conditions) or "true"
+    row = con.execute(f"SELECT count(DISTINCT {key}) FILTER (WHERE {kept}) "
+                      f"{''.join(', ' + c for c in counts)} FROM {raw}").fetchall()[0]
+    read = FileRead(records=int(row[0]))
+    for (reason, _), count in zip(conditions, row[1:]):
+        read.skip(reason, count)
+    return read
 
 
 def _read(con: duckdb.DuckDBPyConnection, path: Path, raw: str, layout: LineLayout, entity: str) -> list[str]:
@@ -178,7 +202,7 @@ def _read(con: duckdb.DuckDBPyConnection, path: Path, raw: str, layout: LineLayo
             return read_raw(con, path, raw, delim=delim)
         if layout.is_lines(lowered):
             wanted = " ".join(list(layout.line_select(lowered, entity).values())
-                              + [layout.line_filter(lowered, raw) or ""]
+                              + [sql for _, sql in layout.line_filter(lowered, raw)]
                               + [" ".join(check[:3]) for check in layout.line_checks(lowered)])
         elif layout.is_people(lowered):
             wanted = " ".join(layout.people_select(lowered).values())
@@ -409,13 +433,14 @@ def _line_select(columns: list[str], entity: str) -> dict[str, str]:
     return out
 
 
-def _line_filter(columns: list[str], raw: str) -> str | None:
+def _line_filter(columns: list[str], raw: str) -> list[tuple[str, str]]:
     """Inpatient institutional claims: a line with bill type 11x/12x marks the whole claim."""
     if "bill_type_code" not in columns:
         log.warning("Tuva medical_claim has no bill_type_code: every claim is taken as inpatient")
-        return None
+        return []
     bill = "regexp_replace(trim(bill_type_code), '^0', '')"
-    return (f"claim_id IN (SELECT claim_id FROM {raw} WHERE {bill} LIKE '11%' OR {bill} LIKE '12%')")
+    return [("not_inpatient",
+             f"claim_id IN (SELECT claim_id FROM {raw} WHERE {bill} LIKE '11%' OR {bill} LIKE '12%')")]
 
 
 def _people_select(columns: list[str]) -> dict[str, str]:
@@ -436,6 +461,6 @@ TUVA = LineLayout(
 )
 
 
-def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> None:
+def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dict[str, FileRead]:
     """Stage Tuva medical_claim (+ eligibility) files as `entity` ('claims' or 'reviews')."""
-    stage_claim_lines(con, entity, paths, TUVA, EXTRA_FIELDS)
+    return stage_claim_lines(con, entity, paths, TUVA, EXTRA_FIELDS)
