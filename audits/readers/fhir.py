@@ -1,9 +1,16 @@
-"""FHIR R4 ExplanationOfBenefit, CARIN Blue Button inpatient institutional profile.
+"""FHIR R4 ExplanationOfBenefit: CARIN Blue Button inpatient institutional profile, and CMS Beneficiary
+FHIR Data (BFD / Blue Button 2.0) responses, which follow it with CMS codings.
 
 Input: NDJSON (one resource per line, as FHIR Bulk Data exports write them) or JSON (a Bundle or a
-single resource). The EOBs' Patient and Organization resources may sit in the same files, in other
-files of the same entity, or be contained in the EOB. EOBs that are not institutional inpatient
-(type 'institutional' and subType 'inpatient' when given) are skipped.
+single resource). The EOBs' Patient, Organization and Coverage resources may sit in the same files,
+in other files of the same entity, or be contained in the EOB.
+
+Only hospital inpatient claims are audited, decided from the EOB's codes before any validation
+(`_inpatient_sql`): BFD's claim type when present (nch_clm_type_cd 60/61; BFD's SNF and hospice
+EOBs also say subType 'inpatient'), else BFD's EOB type INPATIENT, else a NUBC bill type in
+supportingInfo 'typeofbill' (11x/12x), else CARIN type 'institutional' with subType 'inpatient'
+(no subType: a CARIN inpatient profile in meta.profile). The other EOBs are skipped and counted
+(reason not_inpatient), never validated nor quarantined.
 
 Validation, through the fhir.resources R4B models (fhir.resources 8 ships R5 at the top level and
 R4B under `fhir.resources.R4B`; R4B left ExplanationOfBenefit, Patient and Organization as in R4,
@@ -17,8 +24,9 @@ CODING_AUDIT_FHIR_VALIDATION=full for that). Instead, in DuckDB:
 - values: every value the mapping reads (ids, dates, sequences, codes, the required elements of
   diagnosis, procedure and supportingInfo) is checked against the FHIR datatype patterns fhir_core
   itself uses; a resource with any value out of pattern is validated by the model in full.
-An EOB the model rejects is quarantined with the model's message (rule invalid_fhir_resource); a
-Patient or Organization it rejects stops the load (InputError, file and row); a line that is not
+An EOB the model rejects is quarantined with the model's message (rule invalid_fhir_resource; that
+one row, not a row per blank field); a Patient, Organization or Coverage it rejects stops the load
+(InputError, file and row); a line that is not
 JSON at all is an InputError. What the fast path does not check: the format of primitive values in
 elements the audit does not read (meta, extensions, insurance...), which do not change a figure.
 
@@ -29,26 +37,26 @@ Mapping (EOB -> contract), all in SQL:
 | claim_id | identifier of type 'uc' (unique claim id), else the first identifier, else id |
 | facility_id | provider: the referenced Organization's NPI identifier (http://hl7.org/fhir/sid/us-npi), else the reference's identifier, else its id |
 | patient_id | patient reference id (Patient/<id>) |
-| admit_date, discharge_date | supportingInfo 'admissionperiod' timingPeriod start/end, else billablePeriod |
+| admit_date, discharge_date | supportingInfo 'admissionperiod' timingPeriod start / end, each else billablePeriod start / end |
 | discharge_status | supportingInfo 'discharge-status' code |
 | age | whole years from the referenced Patient's birthDate to the admission date |
 | sex | Patient.gender: male M, female F, other/unknown U |
-| payer | insurer.display, else the insurer Organization's name |
+| payer | insurer.display, else the insurer Organization's name, else insurer.identifier value, else the EOB's Coverage (insurance focal, else first): its display, else the Coverage resource's payor display or identifier; else 'MEDICARE' for a BFD EOB (Medicare fee-for-service claims) |
 | coder_id | 'UNKNOWN' (a payer's EOB carries no coder) |
-| billed_drg | supportingInfo 'drg' code |
+| billed_drg | supportingInfo 'drg' code (CARIN), else supportingInfo category clm_drg_cd (BFD), else a diagnosis packageCode |
 | dx1 | the diagnosis whose type is 'principal' (by type, not by sequence: CARIN says sequence carries no order) |
-| dx2..dx25 | diagnoses of type 'other' / 'secondary' (or untyped), in sequence order; admitting, external-cause and reason-for-visit diagnoses go to extra_columns |
-| poa1..poa25 | diagnosis.onAdmission code |
-| px1 / px2..px25 | procedure of type 'principal' / 'other' (or untyped), in sequence order |
+| dx2..dx25 | diagnoses of type 'other' / 'secondary' (or untyped), in sequence order, then those of type 'externalcauseofinjury' in sequence order (as claims processing passes external causes to the grouper); admitting and reason-for-visit diagnoses go to extra_columns |
+| poa1..poa25 | diagnosis.onAdmission code, else BFD's extension clm_poa_ind_sw{n} / clm_e_poa_ind_sw{n} |
+| px1 / px2..px25 | the procedure of type 'principal' (when none is typed principal, as in BFD: the first in sequence), then the others in sequence order |
 
 A code is the coding of the ICD-10-CM (diagnoses) / ICD-10-PCS (procedures) system when there is
 one, else the first coding with a code. extra_columns: paid_amount (payment.amount, else the first
-total 'paidtoprovider'; to the cent, half away from zero), admitting_dx, external_cause_dx,
-reason_for_visit_dx, px{n}_date (procedure.date), eob_id.
+total 'paidtoprovider'; to the cent, half away from zero), admitting_dx, reason_for_visit_dx,
+px{n}_date (procedure.date), eob_id.
 
 An EOB as a review (a re-adjudicated or re-coded EOB): reviewer_id = enterer (identifier value or
-reference id), else the insurer; review_date = created; discharge_status and reviewer_drg from
-supportingInfo; notes = processNote texts.
+reference id), else the insurer; review_date = created; discharge_status and reviewer_drg as above;
+notes = processNote texts.
 
 Findings (the EOB's claim is quarantined with the reason): two diagnoses or procedures typed
 principal, more than 25 diagnoses or procedures, an EOB the model rejects. An EOB without a
@@ -77,8 +85,9 @@ NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 ICD10CM_SYSTEMS = ("http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/icd-10")
 ICD10PCS_SYSTEMS = ("http://www.cms.gov/Medicare/Coding/ICD10", "http://hl7.org/fhir/sid/icd-10-pcs")
 SECONDARY_DX_TYPES = ("other", "secondary", "discharge")
-EXTRA_DX_TYPES = {"admitting": "admitting_dx", "externalcauseofinjury": "external_cause_dx",
-                  "patientreasonforvisit": "reason_for_visit_dx"}
+EXTRA_DX_TYPES = {"admitting": "admitting_dx", "patientreasonforvisit": "reason_for_visit_dx"}
+# Loaded as secondary diagnoses after the others, as claims processing passes them to the grouper.
+EXTERNAL_CAUSE_DX_TYPES = ("externalcauseofinjury",)
 KINDS = ("ExplanationOfBenefit", "Patient", "Organization", "Coverage")
 # CMS Beneficiary FHIR Data (BFD, Blue Button 2.0) codings: the NCH claim type (60/61 inpatient;
 # 20 SNF, 50 hospice, 10 HHA, 40 outpatient, 71/72 carrier, 81/82 DME), BFD's EOB type, the DRG
@@ -582,6 +591,7 @@ def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, 
     cm, pcs = (f"[{', '.join(_sql_str(s) for s in systems)}]" for systems in (ICD10CM_SYSTEMS, ICD10PCS_SYSTEMS))
     extra_types = f"[{', '.join(_sql_str(t) for t in EXTRA_DX_TYPES)}]"
     secondary = f"[{', '.join(_sql_str(t) for t in SECONDARY_DX_TYPES)}]"
+    external = f"[{', '.join(_sql_str(t) for t in EXTERNAL_CAUSE_DX_TYPES)}]"
 
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE fhir_claim AS
@@ -618,7 +628,8 @@ def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, 
             FROM (SELECT rid, claim_id, unnest(e.procedure) AS v, generate_subscripts(e.procedure, 1) AS ord
                   FROM fhir_claim JOIN fhir_eob USING (rid) WHERE NOT rejected) pp),
         typed AS (
-            SELECT *, bool_or(list_contains(types, 'principal')) OVER (PARTITION BY rid, kind) AS typed_principal,
+            SELECT *, coalesce(bool_or(list_contains(types, 'principal')) OVER (PARTITION BY rid, kind), false)
+                          AS typed_principal,
                       row_number() OVER (PARTITION BY rid, kind ORDER BY seq, number) AS in_sequence
             FROM items),
         roles AS (
@@ -632,7 +643,9 @@ def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, 
             FROM typed),
         ranked AS (
             SELECT *, CASE role WHEN 'principal' THEN row_number() OVER (PARTITION BY rid, kind, role ORDER BY number)
-                                WHEN 'other' THEN row_number() OVER (PARTITION BY rid, kind, role ORDER BY seq, number)
+                                WHEN 'other' THEN row_number() OVER (
+                                    PARTITION BY rid, kind, role
+                                    ORDER BY list_has_any(types, {external}), seq, number)
                       END AS rank
             FROM roles)
         SELECT *, CASE WHEN role = 'principal' AND rank = 1 THEN 1 WHEN role = 'other' THEN rank + 1 END AS position

@@ -88,4 +88,4 @@ def _skipped_text(read: FileRead) -> str:
         return " (it has no claim records at all)"
     total = sum(read.skipped.values())
     parts = "; ".join(f"{n:,} {SKIP_REASONS.get(reason, reason)}" for reason, n in read.skipped.items())
-    return f": {total:,} records skipped ({parts})"
+    return f": {total:,} record{'' if total == 1 else 's'} skipped ({parts})"

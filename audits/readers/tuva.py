@@ -30,7 +30,7 @@ line repeated in the file or in two data sources is not counted twice), claim_li
 drg_code_type / drg_code when not an MS-DRG, data_source, px{n}_date (procedure_date_n).
 
 Reviews in this layout (a re-coded medical_claim): reviewer_id from a `reviewer_id` column, else
-data_source; review_date from a `review_date` column, else file_date; reviewer_drg and
+data_source, else 'UNKNOWN'; review_date from a `review_date` column, else file_date; reviewer_drg and
 discharge_status as above; notes from a `notes` column.
 
 The line-collapsing engine here (`stage_claim_lines`) is shared with the CMS RIF reader.
@@ -57,7 +57,12 @@ from audits.validation import parse_date_sql
 log = logging.getLogger(__name__)
 
 POSITIONS = range(1, MAX_POSITIONS + 1)
-CODE_FIELDS = tuple(f"{k}{p}" for k in ("dx", "poa", "px", "pxdate") for p in POSITIONS)
+# External-cause diagnoses a layout carries apart from dx1..dx25 (CMS ICD_DGNS_E_CD1..12): loaded
+# as secondary diagnoses after the others (edx1.., with POA epoa1..), as claims processing passes
+# them to the grouper.
+EXTERNAL_CAUSES = range(1, 13)
+CODE_FIELDS = (tuple(f"{k}{p}" for k in ("dx", "poa", "px", "pxdate") for p in POSITIONS)
+               + tuple(f"{k}{p}" for k in ("edx", "epoa") for p in EXTERNAL_CAUSES))
 
 
 def col(columns: list[str], *names: str) -> str:
@@ -222,9 +227,9 @@ def _read(con: duckdb.DuckDBPyConnection, path: Path, raw: str, layout: LineLayo
 
 def _compare_key(name: str) -> str:
     """The value compared across lines: codes normalised, POA upper case, the rest as given."""
-    if name[:2] in ("dx", "px") and name[2:].isdigit():
+    if (name[:2] in ("dx", "px") and name[2:].isdigit()) or (name[:3] == "edx" and name[3:].isdigit()):
         return normalise_code_sql(name)
-    if name.startswith("poa") and name[3:].isdigit():
+    if name.lstrip("e").startswith("poa") and name.lstrip("e")[3:].isdigit():
         return normalise_poa_sql(name)
     return name
 
@@ -326,8 +331,8 @@ def _stage(con: duckdb.DuckDBPyConnection, entity: str, layout: LineLayout, fiel
             parts.append(f"{age_sql(parse_date_sql(birth), parse_date_sql('h.admit_date'))} AS age")
         elif c == "sex":
             parts.append("coalesce(h.sex_code, p.sex_code) AS sex")
-        elif c == "coder_id":
-            parts.append(f"coalesce(h.coder_id, '{UNKNOWN_CODER}') AS coder_id")
+        elif c in ("coder_id", "reviewer_id"):  # payer data names no coder or reviewer
+            parts.append(f"coalesce(h.{c}, '{UNKNOWN_CODER}') AS {c}")
         else:
             parts.append(f"h.{c}")
     extras = [(e, f"h.{e}") for e in extra_fields]
@@ -360,6 +365,39 @@ def _stage(con: duckdb.DuckDBPyConnection, entity: str, layout: LineLayout, fiel
                   FROM claim_heads)
             WHERE code_raw IS NOT NULL OR poa_raw IS NOT NULL""")
     con.execute(f"INSERT INTO stg_{entity}_codes BY NAME {' UNION ALL '.join(selects)}")
+    _stage_external_causes(con, entity, layout)
+
+
+def _stage_external_causes(con: duckdb.DuckDBPyConnection, entity: str, layout: LineLayout) -> None:
+    """External-cause diagnoses after the claim's last diagnosis, in their order; past position
+    25 the claim is quarantined (too_many_dx), as in the other layouts."""
+    codes = ", ".join(f"edx{k}" for k in EXTERNAL_CAUSES)
+    if not con.execute(f"SELECT count(*) FROM claim_heads WHERE coalesce({codes}) IS NOT NULL").fetchall()[0][0]:
+        return
+    poas = ", ".join(f"epoa{k}" for k in EXTERNAL_CAUSES)
+    names = ", ".join(_sql_str(layout.source_name(f"edx{k}")) for k in EXTERNAL_CAUSES)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE external_causes AS
+        WITH e AS (
+            SELECT claim_id, _source_file, _source_row, unnest(range(1, {len(EXTERNAL_CAUSES) + 1})) AS k,
+                   unnest([{codes}]) AS code_raw, unnest([{poas}]) AS poa_raw, unnest([{names}]) AS _source_column
+            FROM claim_heads WHERE coalesce({codes}) IS NOT NULL),
+        last AS (SELECT claim_id, max(position) AS last FROM stg_{entity}_codes WHERE kind = 'dx' GROUP BY claim_id)
+        SELECT e.claim_id, 'dx' AS kind,
+               (coalesce(last.last, 0) + row_number() OVER (PARTITION BY e.claim_id ORDER BY e.k))::INTEGER AS position,
+               code_raw, poa_raw, _source_file, _source_row, _source_column
+        FROM e LEFT JOIN last USING (claim_id) WHERE code_raw IS NOT NULL""")
+    con.execute(f"""
+        INSERT INTO stg_{entity}_codes BY NAME
+        SELECT *, position::VARCHAR AS position_raw FROM external_causes
+        WHERE position <= {MAX_POSITIONS}""")
+    con.execute(f"""
+        INSERT INTO stg_{entity}_findings
+        SELECT any_value(_source_file), any_value(_source_row), claim_id, any_value(_source_column) , 'too_many_dx',
+               max(position)::VARCHAR,
+               max(position) || ' diagnosis codes with the external causes; the contract holds {MAX_POSITIONS}'
+        FROM external_causes WHERE position > {MAX_POSITIONS} GROUP BY claim_id""")
+    con.execute("DROP TABLE external_causes")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,13 +25,12 @@ Mapping (837I -> contract), per claim (2300 loop):
 | payer | payer name, 2010BB NM103 |
 | coder_id | 'UNKNOWN' (a claim file carries no coder) |
 | billed_drg | HI DR |
-| dx1 / dx2..dx25 | HI ABK principal / HI ABF other diagnoses in order; POA = C022-9 |
+| dx1 / dx2..dx25 | HI ABK principal / HI ABF other diagnoses in order, then HI ABN external causes of injury (as claims processing passes them to the grouper); POA = C022-9 |
 | px1 / px2..px25 | HI BBR principal / HI BBQ other procedures in order |
 
 Only inpatient claims are read: facility type code CLM05-1 11 or 12 (bill type 11x/12x); others
 are skipped. ICD-9 qualifiers (BK, BF, BR, BQ) are read the same way and then fail validation's
-ICD-10 checks. extra_columns: total_charge (CLM02), bill_type, admitting_dx (HI ABJ),
-external_cause_dx (HI ABN), payer_id, claim_filing_indicator (SBR09), px{n}_date (C022-4).
+ICD-10 checks. extra_columns: total_charge (CLM02), bill_type, admitting_dx (HI ABJ), payer_id, claim_filing_indicator (SBR09), px{n}_date (C022-4).
 
 A re-coded 837I is a review: reviewer_id = submitter id (1000A NM109, the auditor who sent the
 re-coded claims), review_date = BHT04 (transaction creation date), discharge_status = CL103,
@@ -98,13 +97,14 @@ def _iso(ccyymmdd: str | None) -> str | None:
 
 
 class _Claim:
-    __slots__ = ("row", "values", "extra", "dx", "px", "notes", "findings", "inpatient")
+    __slots__ = ("row", "values", "extra", "dx", "external", "px", "notes", "findings", "inpatient")
 
     def __init__(self, row: int):
         self.row = row
         self.values: dict = {}
         self.extra: dict = {}
-        self.dx: list = []   # (position, code, poa, segment, column)
+        self.dx: list = []   # (principal?, code, poa, segment, column)
+        self.external: list = []  # external causes of injury (HI ABN), same shape
         self.px: list = []
         self.notes: list[str] = []
         self.findings: list = []
@@ -331,8 +331,9 @@ def _claim_segment(e: list[list[str]], sid: str, claim: _Claim, n: int) -> None:
                 claim.values["drg"] = code
             elif qualifier in ("ABJ", "BJ"):
                 claim.extra["admitting_dx"] = code
-            elif qualifier in ("ABN", "BN"):
-                claim.extra.setdefault("external_cause_dx", []).append(code)
+            elif qualifier in ("ABN", "BN"):  # after the other diagnoses (see _emit)
+                poa = parts[8] if len(parts) > 8 else None
+                claim.external.append((False, code, poa, n, column))
 
 
 def _positions(items: list, kind: str, claim: _Claim) -> list:
@@ -358,7 +359,7 @@ def _positions(items: list, kind: str, claim: _Claim) -> list:
 def _emit(claim: _Claim, entity: str, source: str, state: dict, records: Records) -> None:
     v = claim.values
     claim_id = v.get("claim_id")
-    dx = _positions(claim.dx, "dx", claim)
+    dx = _positions(claim.dx + claim.external, "dx", claim)
     px = _positions(claim.px, "px", claim)
     extra = dict(claim.extra)
     for position, code, date, *_ in px:
