@@ -75,7 +75,7 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
     period_sql = audit_period.replace("'", "''")
     surviving = (f"(SELECT * FROM claims WHERE audit_period IS DISTINCT FROM '{period_sql}' "
                  "AND claim_id NOT IN (SELECT claim_id FROM ok_claims)) AS surviving_claims")
-    rejections = validate_load(con, published_claims=surviving)
+    rejections = staged.name_user_columns(validate_load(con, published_claims=surviving))
     universe_rejections = stage_universe(con, files.universe)
     universe_in = _count(con, "SELECT count(*) FROM stg_universe")
     universe_ok = _count(con, "SELECT count(*) FROM ok_universe")

@@ -284,3 +284,36 @@ def test_cms_external_causes_follow_the_other_diagnoses(tmp_path):
     assert dx[len(regular):] == [(len(regular) + 1, "W19XXXA", "Y", "icd_dgns_e_cd1"),
                                  (len(regular) + 2, "Y92009", "1", "icd_dgns_e_cd2")]
     assert [r[0] for r in regular] == list(range(1, len(regular) + 1))
+
+
+# --- Messages name the user's column -----------------------------------------------------------
+
+def test_rejections_name_the_users_column_beside_ours(tmp_path):
+    import csv
+
+    with open(FIX / "tuva" / "medical_claim.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        if row["claim_id"] == "A2":
+            row["diagnosis_poa_2"] = "X"   # not a POA value
+    tuva = tmp_path / "medical_claim.csv"
+    with open(tuva, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def bad_principal(header, rows):
+        for r in rows:
+            if r["CLM_ID"] == "A3":
+                r["ICD_DGNS_CD1"] = r["PRNCPAL_DGNS_CD"] = "ZZZ99"
+        return header, rows
+    cms = _cms_with(tmp_path, "inpatient_claims.txt", bad_principal)
+    for files, expected in (
+        (InputFiles(claims=[tuva, FIX / "tuva" / "eligibility.csv"], formats={"claims": "tuva"}),
+         ("A2", "diagnosis_poa_2 (poa2)", "invalid_poa")),
+        (InputFiles(claims=[cms, FIX / "cms" / "beneficiaries.txt"], formats={"claims": "cms"}),
+         ("A3", "ICD_DGNS_CD1 (dx1)", "invalid_code_format")),
+    ):
+        result = load(duckdb.connect(":memory:"), files, PERIOD)
+        got = list(zip(result.rejections["claim_id"], result.rejections["column"], result.rejections["rule"]))
+        assert got == [expected]

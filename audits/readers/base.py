@@ -217,10 +217,13 @@ SKIP_REASONS = {
 @dataclass
 class FileRead:
     """What a reader took from one file holding claim (or review) records: how many records of
-    the audited kind it staged, and how many it left out, by reason (SKIP_REASONS)."""
+    the audited kind it staged, how many it left out, by reason (SKIP_REASONS), and the user's
+    name for the columns it filled (`columns`: contract column -> the column, element or segment
+    as the file spells it), so messages can name both."""
 
     records: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)
 
     def skip(self, reason: str, count: int) -> None:
         if count:
@@ -267,3 +270,21 @@ def stage_header(entity: str, raw: str, columns: list[str], code_columns: tuple[
     else:
         parts.append("CAST(NULL AS JSON) AS extra_columns")
     return f"SELECT {', '.join(parts)} FROM {raw}"
+
+
+def header_spelling(path: Path, delim: str = ",") -> dict[str, str]:
+    """{lower-cased column name: the name as the file's header spells it} (CSV/TXT or Parquet)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names
+        else:
+            import csv
+
+            with open(path, encoding="utf-8-sig", errors="replace") as fh:
+                names = next(csv.reader([fh.readline()], delimiter=delim), [])
+    except Exception:  # noqa: BLE001 - only for messages; the readers report unreadable files
+        return {}
+    return {n.strip().lower(): n.strip() for n in names}

@@ -1,5 +1,6 @@
-"""Which reader reads a file: the format registry, format detection, and the staging helpers the
-non-canonical readers share.
+"""Which reader reads a file: the format registry, format detection, and the helpers the
+non-canonical readers share for findings and row buffers (the staging tables themselves are made
+by `audits.readers.base.create_staging`).
 
 Formats (the value of `InputFiles.formats[entity]` and of the CLI's `--format`):
 
@@ -7,8 +8,8 @@ Formats (the value of `InputFiles.formats[entity]` and of the CLI's `--format`):
 - `tuva`: Tuva Project input layer `medical_claim` (+ `eligibility` for age and sex).
 - `cms`: CMS CCW / BFD inpatient claims RIF (+ the beneficiary file for age and sex).
 - `x12`: X12 837I institutional claims, 005010X223A2.
-- `fhir`: FHIR R4 ExplanationOfBenefit (CARIN Blue Button inpatient institutional), NDJSON or
-  Bundle JSON, with the Patient and Organization resources it references.
+- `fhir`: FHIR R4 ExplanationOfBenefit (CARIN Blue Button inpatient institutional, CMS BFD), NDJSON
+  or Bundle JSON, with the Patient, Organization and Coverage resources it references.
 - `auto`: detected per file from its first bytes / header row (`detect_format`).
 
 Every reader writes the staging tables of `audits.readers` (`stg_<entity>`, `stg_<entity>_codes`)

@@ -10,10 +10,12 @@ it would replace the audit period with nothing.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from audits.errors import InputError
 from audits.readers import detect, long, wide
@@ -33,6 +35,23 @@ class StagedInputs:
     layouts: dict[str, str] = field(default_factory=dict)
     formats: list[dict] = field(default_factory=list)
     skipped_records: list[dict] = field(default_factory=list)
+    # file -> {contract column: the user's column / element / segment} (see FileRead.columns)
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def name_user_columns(self, rejections: pd.DataFrame) -> pd.DataFrame:
+        """Rejections with the column named as the user's file names it, beside ours where they
+        differ ('ICD_DGNS_CD1 (dx1)'), in the `column` and in the reason's words."""
+        if rejections.empty or not self.columns:
+            return rejections
+        keys = rejections[["source_file", "column", "reason"]].drop_duplicates()
+        renamed = []
+        for source, column, reason in keys.itertuples(index=False):
+            names = self.columns.get(str(source), {})
+            renamed.append((_display(names, column), _reword(names, reason)))
+        keys = keys.assign(_column=[c for c, _ in renamed], _reason=[r for _, r in renamed])
+        out = rejections.merge(keys, on=["source_file", "column", "reason"], how="left")
+        out["column"], out["reason"] = out["_column"], out["_reason"]
+        return out.drop(columns=["_column", "_reason"])[rejections.columns]
 
 
 def stage_inputs(con: duckdb.DuckDBPyConnection, files: InputFiles) -> StagedInputs:
@@ -60,6 +79,8 @@ def stage_inputs(con: duckdb.DuckDBPyConnection, files: InputFiles) -> StagedInp
             log.info("%s file %s: read as %s%s", entity, path, LAYOUT_NAMES.get(layout, layout),
                      " (detected)" if requested == "auto" else "")
         for path, read in reads.items():
+            if read.columns:
+                staged.columns[path] = read.columns
             for reason, count in read.skipped.items():
                 staged.skipped_records.append({"entity": entity, "file": path, "reason": reason,
                                                "records": count})
@@ -67,6 +88,21 @@ def stage_inputs(con: duckdb.DuckDBPyConnection, files: InputFiles) -> StagedInp
                             SKIP_REASONS.get(reason, reason))
         require_records(entity, headers, reads)
     return staged
+
+
+def _display(names: dict[str, str], column):
+    user = names.get(column) if isinstance(column, str) else None
+    if not user or user == column:
+        return column
+    return user if user.lower() == column.lower() else f"{user} ({column})"
+
+
+def _reword(names: dict[str, str], reason):
+    """Our column names in a reason, as in `_display`."""
+    if not isinstance(reason, str):
+        return reason
+    return re.sub(r"\b[a-z][a-z0-9_]*\b", lambda m: _display(names, m.group(0)) if m.group(0) in names else m.group(0),
+                  reason)
 
 
 def require_records(entity: str, paths: list[Path], reads: dict[str, FileRead]) -> None:

@@ -50,7 +50,7 @@ from audits.codes import normalise_code_sql, normalise_poa_sql
 from audits.contract import MAX_POSITIONS
 from audits.errors import InputError
 from audits.readers.base import (FileRead, _csv_source, _quote_ident, _sql_str, create_staging, header_columns,
-                                 read_raw)
+                                 header_spelling, read_raw)
 from audits.readers.detect import UNKNOWN_CODER, age_sql, finish_staging
 from audits.validation import parse_date_sql
 
@@ -137,6 +137,7 @@ def stage_claim_lines(con: duckdb.DuckDBPyConnection, entity: str, paths: list[P
         conditions = layout.line_filter(columns, raw)
         where = " AND ".join(f"coalesce({sql}, false)" for _, sql in conditions) or None
         reads[str(path)] = _file_read(con, raw, select["claim_id"], conditions)
+        reads[str(path)].columns = _user_columns(Path(path), layout, compare, people_files)
         sql_cols = ", ".join(f"{select.get(name, 'CAST(NULL AS VARCHAR)')} AS {name}"
                              for name in ("claim_id", "line_key", "line_amount") + compare)
         # _ord orders lines across files; version hashes the header fields (identical lines, the
@@ -168,6 +169,20 @@ def stage_claim_lines(con: duckdb.DuckDBPyConnection, entity: str, paths: list[P
         log.info("%s lines without a claim_id were staged as one claim without an id", skipped)
     finish_staging(con, entity)
     return reads
+
+
+def _user_columns(path: Path, layout: LineLayout, fields: tuple[str, ...], people_files) -> dict[str, str]:
+    """Contract column -> the file's column it came from, as the file spells it (age and sex: the
+    people file's birth date and sex columns); also each column's own spelling (CMS is upper case)."""
+    spelled = header_spelling(path, layout.delim(path))
+    for people_path, _, _ in people_files[:1]:
+        spelled = {**header_spelling(Path(people_path), layout.delim(Path(people_path))), **spelled}
+    out = dict(spelled)
+    for ours in ("claim_id",) + fields + ("age", "sex"):
+        source = layout.source_name({"age": "birth_date", "sex": "sex_code"}.get(ours, ours))
+        if source in spelled and ours != source:
+            out[ours] = spelled[source]
+    return out
 
 
 def _file_read(con: duckdb.DuckDBPyConnection, raw: str, claim_id: str,
@@ -354,7 +369,7 @@ def _stage(con: duckdb.DuckDBPyConnection, entity: str, layout: LineLayout, fiel
     for kind in ("dx", "px"):
         codes = ", ".join(f"{kind}{p}" for p in POSITIONS)
         poas = ", ".join(f"poa{p}" if kind == "dx" else "CAST(NULL AS VARCHAR)" for p in POSITIONS)
-        names = ", ".join(_sql_str(layout.source_name(f"{kind}{p}")) for p in POSITIONS)
+        names = ", ".join(_sql_str(f"{kind}{p}") for p in POSITIONS)
         selects.append(f"""
             SELECT claim_id, '{kind}' AS kind, position, CAST(position AS VARCHAR) AS position_raw,
                    code_raw, poa_raw, _source_file, _source_row, _source_column

@@ -59,6 +59,13 @@ log = logging.getLogger(__name__)
 # pyx12 segment errors about spacing only: tolerated (the data is read the same).
 _TOLERATED = ("leading space", "trailing element terminators")
 _PRINCIPAL_DX, _OTHER_DX = {"ABK", "BK"}, {"ABF", "BF"}
+# Where each contract column comes from, for messages (the user's file has segments, not columns).
+USER_COLUMNS = {
+    "claim_id": "CLM01", "facility_id": "2010AA NM109", "patient_id": "2010BA NM109",
+    "admit_date": "DTP*435", "discharge_date": "DTP*434", "discharge_status": "CL103",
+    "age": "DMG02 birth date", "sex": "DMG03", "payer": "2010BB NM103", "billed_drg": "HI DR",
+    "dx1": "HI ABK", "reviewer_id": "1000A NM109", "review_date": "BHT04", "reviewer_drg": "HI DR",
+}
 _PRINCIPAL_PX, _OTHER_PX = {"BBR", "BR", "CAH"}, {"BBQ", "BQ"}
 
 
@@ -139,7 +146,7 @@ def _read_file(path: Path, entity: str, records: Records) -> FileRead:
              "patient": None, "level": None}
     claim: _Claim | None = None
     in_2300 = False
-    read = FileRead()
+    read = FileRead(columns=dict(USER_COLUMNS))
 
     def close_claim():
         nonlocal claim
