@@ -146,6 +146,22 @@ def test_bfd_inpatient_eob_field_by_field(tmp_path):
     assert (extra["admitting_dx"], extra["paid_amount"], extra["px1_date"]) == ("A37", "7699.48", "2016-01-16")
 
 
+@pytest.mark.parametrize("with_coverage,payer", [
+    (True, "Centers for Medicare and Medicaid Services"),   # coverageRead.json payor identifier
+    (False, "MEDICARE"),                                     # a BFD EOB: Medicare fee-for-service
+])
+def test_bfd_payer_from_the_coverage_when_the_insurer_names_none(tmp_path, with_coverage, payer):
+    eob = json.loads(bfd_copy(tmp_path, "eobReadInpatient.json").read_text())
+    # FHIR requires an insurer: one that names nothing (a reference to no resource in the files).
+    eob["insurer"] = {"reference": "Organization/not-in-these-files"}   # coverage: Coverage/part-a-567834
+    path = tmp_path / "eob.json"
+    path.write_text(json.dumps(eob))
+    files = [path] + ([bfd_copy(tmp_path, "coverageRead.json")] if with_coverage else [])
+    con = duckdb.connect(":memory:")
+    stage_inputs(con, InputFiles(claims=files, formats={"claims": "fhir"}))
+    assert con.execute("SELECT payer FROM stg_claims").fetchall() == [(payer,)]
+
+
 def test_bfd_bundle_reads_the_inpatient_eob_and_skips_the_seven_others(tmp_path):
     """eobByPatientIdAll.json: outpatient (40), DME (82), HHA (10), inpatient (60), SNF (20), Part D,
     carrier (71), hospice (50). SNF, hospice and HHA say subType 'inpatient': the claim type decides."""
@@ -317,3 +333,19 @@ def test_rejections_name_the_users_column_beside_ours(tmp_path):
         result = load(duckdb.connect(":memory:"), files, PERIOD)
         got = list(zip(result.rejections["claim_id"], result.rejections["column"], result.rejections["rule"]))
         assert got == [expected]
+
+
+def test_cli_exits_2_naming_the_file_and_its_skipped_records(tmp_path):
+    import contextlib
+    import io
+
+    from pipelines.cli import main
+
+    snf = REAL / "bfd" / "eobReadSnf.json"
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(["run", "--claims", str(snf), "--format", "auto", "--workdir", str(tmp_path / "work"),
+                     "--period", PERIOD])
+    assert code == 2
+    assert str(snf) in err.getvalue()
+    assert "1 record skipped (1 not an inpatient hospital claim" in err.getvalue()
