@@ -173,6 +173,30 @@ def test_bfd_bundle_reads_the_inpatient_eob_and_skips_the_seven_others(tmp_path)
     assert con.execute("SELECT count(*) FROM stg_claims_findings").fetchall()[0][0] == 0
 
 
+def test_verbatim_bundle_other_claim_types_are_skipped_even_when_invalid():
+    """Read verbatim, every EOB of the Bundle has IGNORED_FIELD dates; only the inpatient one is
+    validated (and rejected), the seven others are skipped, none quarantined."""
+    path = REAL / "bfd" / "eobByPatientIdAll.json"
+    result = load(duckdb.connect(":memory:"), InputFiles(claims=[path], formats={"claims": "fhir"}), PERIOD,
+                  max_rejected_share=1.0)
+    assert list(zip(result.rejections["claim_id"], result.rejections["rule"])) == [
+        ("333333222222", "invalid_fhir_resource")]
+    assert result.skipped_records == [{"entity": "claims", "file": str(path), "reason": "not_inpatient",
+                                       "records": 7}]
+
+
+def test_admission_period_without_end_takes_the_billable_period_end(tmp_path):
+    eob = json.loads(bfd_copy(tmp_path, "eobReadInpatient.json").read_text())
+    admission = next(s for s in eob["supportingInfo"] if s["category"]["coding"][0]["code"] == "admissionperiod")
+    del admission["timingPeriod"]["end"]
+    eob["billablePeriod"]["end"] = "2016-01-28"
+    path = tmp_path / "eob.json"
+    path.write_text(json.dumps(eob))
+    con = duckdb.connect(":memory:")
+    stage_inputs(con, InputFiles(claims=[path], formats={"claims": "fhir"}))
+    assert con.execute("SELECT admit_date, discharge_date FROM stg_claims").fetchall() == [("2016-01-15", "2016-01-28")]
+
+
 def test_invalid_eob_gives_one_rejection_row_with_the_models_message():
     """The verbatim BFD file: meta.lastUpdated and created are the text IGNORED_FIELD."""
     con = duckdb.connect(":memory:")
