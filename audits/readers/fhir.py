@@ -274,7 +274,7 @@ def _transform(con: duckdb.DuckDBPyConnection) -> None:
     try:
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE fhir_eob AS
-            SELECT *, {eob_ok} AS values_ok FROM (
+            SELECT *, {eob_ok} AS values_ok, coalesce({_inpatient_sql()}, false) AS inpatient FROM (
                 SELECT rid, _source_file, _source_row, {shape} AS shape,
                        json_transform(doc, {_sql_str(EOB_SHAPE)}) AS e
                 FROM fhir_resources WHERE kind = 'ExplanationOfBenefit')""")
@@ -317,8 +317,6 @@ def _inpatient_sql() -> str:
 def _keep_inpatient(con: duckdb.DuckDBPyConnection) -> dict[str, FileRead]:
     """Decide each EOB's claim type before any validation: EOBs that are not hospital inpatient
     claims are dropped (counted per file as skipped, never validated nor quarantined)."""
-    con.execute("ALTER TABLE fhir_eob ADD COLUMN inpatient BOOLEAN")
-    con.execute(f"UPDATE fhir_eob SET inpatient = coalesce({_inpatient_sql()}, false)")
     reads: dict[str, FileRead] = {}
     for source, kept, skipped in con.execute(
             "SELECT _source_file, count(*) FILTER (WHERE inpatient), count(*) FILTER (WHERE NOT inpatient) "
