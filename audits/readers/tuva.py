@@ -136,8 +136,6 @@ def stage_claim_lines(con: duckdb.DuckDBPyConnection, entity: str, paths: list[P
         select = layout.line_select(columns, entity)
         conditions = layout.line_filter(columns, raw)
         where = " AND ".join(f"coalesce({sql}, false)" for _, sql in conditions) or None
-        reads[str(path)] = _file_read(con, raw, select["claim_id"], conditions)
-        reads[str(path)].columns = _user_columns(Path(path), layout, compare, people_files)
         sql_cols = ", ".join(f"{select.get(name, 'CAST(NULL AS VARCHAR)')} AS {name}"
                              for name in ("claim_id", "line_key", "line_amount") + compare)
         # _ord orders lines across files; version hashes the header fields (identical lines, the
@@ -149,6 +147,8 @@ def stage_claim_lines(con: duckdb.DuckDBPyConnection, entity: str, paths: list[P
             con.execute(f"CREATE TEMP TABLE claim_lines AS {sql}")
         else:
             con.execute(f"INSERT INTO claim_lines BY NAME {sql}")
+        reads[str(path)] = _file_read(con, raw, n, select["claim_id"], conditions)
+        reads[str(path)].columns = _user_columns(Path(path), layout, compare, people_files)
         for condition, column, value, reason in layout.line_checks(columns):
             con.execute(f"""
                 INSERT INTO stg_{entity}_findings
@@ -185,9 +185,15 @@ def _user_columns(path: Path, layout: LineLayout, fields: tuple[str, ...], peopl
     return out
 
 
-def _file_read(con: duckdb.DuckDBPyConnection, raw: str, claim_id: str,
+def _file_read(con: duckdb.DuckDBPyConnection, raw: str, n: int, claim_id: str,
                conditions: list[tuple[str, str]]) -> FileRead:
-    """Claims of one line file read, and those left out by the first condition they fail."""
+    """Claims of line file number `n` read (in claim_lines), and those left out by the first
+    condition they fail (counted from the raw lines only when some were left out)."""
+    kept_lines, kept = con.execute(
+        "SELECT count(*), count(DISTINCT coalesce(claim_id, '#' || _source_row)) FROM claim_lines "
+        f"WHERE _ord BETWEEN {n} * 10000000000 AND {n + 1} * 10000000000 - 1").fetchall()[0]
+    if kept_lines == con.execute(f"SELECT count(*) FROM {raw}").fetchall()[0][0]:
+        return FileRead(records=int(kept))
     key = f"coalesce({claim_id}, '#' || _source_row)"  # a line without claim_id counts once
     counts = []
     for n, (_, sql) in enumerate(conditions):
