@@ -276,7 +276,7 @@ def _raise_errors(errors, path: Path, n: int, seg, at, at_end: bool = False) -> 
     for kind, code, message, _value, _line in errors:
         if kind == "seg" and any(text in message for text in _TOLERATED):
             continue
-        where = ("at the end of the file" if at_end
+        where = (f"at the end of the file ({at(n)})" if at_end
                  else f"at {at(n)} ({seg.get_seg_id() if seg else ''})")
         raise InputError(f"X12 envelope error {where}: {message}; nothing was loaded from this file",
                          file=path, row=n)
