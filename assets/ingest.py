@@ -69,6 +69,12 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: W
         row = con.execute("SELECT claims_in, claims_loaded, claims_rejected, reviews_in, reviews_loaded, "
                           "reviews_rejected FROM loads WHERE load_id = ?", [result.load_id]).fetchall()[0]
     counts = result.as_dict()
+    for f in result.formats:
+        context.log.info(f"{f['entity']} file {f['file']}: read as {f['format']}"
+                         + (" (detected)" if f["detected"] else ""))
+    for skip in result.skipped_records:
+        context.log.warning(f"{skip['entity']} file {skip['file']}: {skip['records']:,} records skipped "
+                            f"({skip['reason']})")
     context.log.info(
         f"loaded {result.claims_loaded:,} of {result.claims_in:,} claims and {result.reviews_loaded:,} of "
         f"{result.reviews_in:,} reviews; {len(result.rejections):,} rejected rows")
@@ -79,6 +85,8 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: W
     for table in INGEST_TABLES:
         yield dg.MaterializeResult(asset_key=table, metadata={
             "load_id": result.load_id, **{k: v for k, v in counts.items() if isinstance(v, int)},
+            "formats": dg.MetadataValue.json(result.formats),
+            "skipped_records": dg.MetadataValue.json(result.skipped_records),
             "rejected_by_rule": dg.MetadataValue.json(by_rule)})
     yield dg.AssetCheckResult(asset_key="claims", check_name="rows_reconcile",
                               passed=row[0] == row[1] + row[2],

@@ -42,6 +42,9 @@ class LoadResult:
     rejections: pd.DataFrame = field(repr=False)
     universe_in: int = 0
     universe_loaded: int = 0
+    # Layout of each file read and records the readers left out by reason (see audits.readers.stage).
+    formats: list[dict] = field(default_factory=list)
+    skipped_records: list[dict] = field(default_factory=list)
     coverage: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -58,7 +61,8 @@ class LoadResult:
                 "claims_rejected": self.claims_rejected, "reviews_in": self.reviews_in,
                 "reviews_loaded": self.reviews_loaded, "reviews_rejected": self.reviews_rejected,
                 "universe_in": self.universe_in, "universe_loaded": self.universe_loaded,
-                "rejected_rows": int(len(self.rejections))}
+                "rejected_rows": int(len(self.rejections)), "formats": self.formats,
+                "skipped_records": self.skipped_records}
 
 
 def current_period(today: dt.date | None = None) -> str:
@@ -73,13 +77,13 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
     `weights_dir`) and an MS-DRG version the grouper carries or one older than it (see
     `audits.coverage`): else InputError, and nothing is published."""
     ensure_schema(con)
-    layouts = stage_inputs(con, files)
+    staged = stage_inputs(con, files)
     # Reviews are checked against the claims that will exist after this load: this load's accepted
     # claims, and the published ones it neither replaces (its period) nor re-loads.
     period_sql = audit_period.replace("'", "''")
     surviving = (f"(SELECT * FROM claims WHERE audit_period IS DISTINCT FROM '{period_sql}' "
                  "AND claim_id NOT IN (SELECT claim_id FROM ok_claims)) AS surviving_claims")
-    rejections = validate_load(con, published_claims=surviving)
+    rejections = staged.name_user_columns(validate_load(con, published_claims=surviving))
     universe_rejections = stage_universe(con, files.universe)
     universe_in = _count(con, "SELECT count(*) FROM stg_universe")
     universe_ok = _count(con, "SELECT count(*) FROM ok_universe")
@@ -89,8 +93,8 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
     claims_ok = _count(con, "SELECT count(*) FROM ok_claims")
     reviews_ok = _count(con, "SELECT count(*) FROM ok_reviews")
     load_id = f"{audit_period}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    result = LoadResult(load_id, audit_period, layouts, claims_in, claims_ok, reviews_in, reviews_ok,
-                        rejections, universe_in, universe_ok)
+    result = LoadResult(load_id, audit_period, staged.layouts, claims_in, claims_ok, reviews_in, reviews_ok,
+                        rejections, universe_in, universe_ok, staged.formats, staged.skipped_records)
     for entity, total, ok in (("claims", claims_in, claims_ok), ("reviews", reviews_in, reviews_ok),
                               ("universe", universe_in, universe_ok)):
         if total and (total - ok) / total > max_rejected_share:
@@ -155,7 +159,8 @@ def _publish(con: duckdb.DuckDBPyConnection, result: LoadResult, files: InputFil
             SELECT load_id, audit_period, entity, source_file, "row", claim_id, "column", rule, value, reason
             FROM new_rejections""")
         con.execute("INSERT INTO loads VALUES ($l, $p, now(), $i, $ci, $cl, $cr, $ri, $rl, $rr, $n, $ui, $ul)", {
-            "l": result.load_id, "p": period, "i": json.dumps(files.as_dict()),
+            "l": result.load_id, "p": period, "i": json.dumps({**files.as_dict(), "read": {
+                "formats": result.formats, "skipped_records": result.skipped_records}}),
             "ci": result.claims_in, "cl": result.claims_loaded, "cr": result.claims_rejected,
             "ri": result.reviews_in, "rl": result.reviews_loaded, "rr": result.reviews_rejected,
             "n": len(rejected), "ui": result.universe_in, "ul": result.universe_loaded})

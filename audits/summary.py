@@ -18,6 +18,8 @@ def ingest_summary(con: duckdb.DuckDBPyConnection, audit_period: str) -> dict:
     one = lambda sql: int(con.execute(sql, p).fetchall()[0][0])  # noqa: E731
     last_load = con.execute("SELECT load_id, loaded_at, inputs FROM loads WHERE audit_period = $p "
                             "ORDER BY loaded_at DESC LIMIT 1", p).fetchall()
+    inputs = json.loads(last_load[0][2]) if last_load and last_load[0][2] else {}
+    read = inputs.pop("read", None) or {}
     return {
         "audit_period": audit_period,
         "claims": one("SELECT count(*) FROM claims WHERE audit_period = $p"),
@@ -26,7 +28,10 @@ def ingest_summary(con: duckdb.DuckDBPyConnection, audit_period: str) -> dict:
                               "WHERE r.audit_period = $p"),
         "rejected_rows": one("SELECT count(*) FROM rejected_rows WHERE audit_period = $p"),
         "load_id": last_load[0][0] if last_load else None,
-        "inputs": json.loads(last_load[0][2]) if last_load and last_load[0][2] else {},
+        "inputs": inputs,
+        # Layout each file was read as; records the readers left out, by file and reason.
+        "formats": read.get("formats", []),
+        "skipped_records": read.get("skipped_records", []),
     }
 
 

@@ -25,6 +25,9 @@ from audits.contract import (AGE_MAX, AGE_MIN, DISCHARGE_STATUS_VALUES, MAX_POSI
 
 # Readers may stage their own findings (stg_<entity>_findings); validation quarantines them.
 READER_FINDINGS = True
+# Reader findings that reject a record as a whole (a FHIR resource its model rejects): the blanks
+# the reader staged for it are not listed as further rejections; the finding is its one row.
+WHOLE_RECORD_RULES = ("invalid_fhir_resource",)
 
 REJECTION_COLUMNS = ["entity", "source_file", "row", "claim_id", "column", "rule", "value", "reason"]
 
@@ -327,7 +330,13 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
         header_failures = header_failures[["_source_file", "_source_row", "claim_id", "column", "rule",
                                            "value", "reason"]]
 
-    failures = pd.concat([header_failures, code_level, _reader_findings(con, entity)], ignore_index=True)
+    findings = _reader_findings(con, entity)
+    whole = findings[findings["rule"].isin(WHOLE_RECORD_RULES)]
+    if len(whole) and len(header_failures):
+        rows = pd.MultiIndex.from_frame(whole[["_source_file", "_source_row"]])
+        keep = ~pd.MultiIndex.from_frame(header_failures[["_source_file", "_source_row"]]).isin(rows)
+        header_failures = header_failures[keep]
+    failures = pd.concat([header_failures, code_level, findings], ignore_index=True)
     failures.insert(0, "entity", entity)
     failures = failures.rename(columns={"_source_file": "source_file", "_source_row": "row"})
     con.register("failed_now", failures[["claim_id"]].dropna().drop_duplicates())

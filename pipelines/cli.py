@@ -227,6 +227,12 @@ def _print_summary(summary: dict, workdir: Path) -> None:
                 for fy, v in value.items()))
         elif key == "upcoding_flags":
             print(f"  {key:28} " + ", ".join(f"{k} {v}" for k, v in value.items()))
+        elif key == "formats" and value:
+            print(f"  {key:28} " + ", ".join(f"{Path(f['file']).name} {f['format']}"
+                                             + (" (detected)" if f.get("detected") else "") for f in value))
+        elif key == "skipped_records":
+            print(f"  {key:28} " + (", ".join(f"{Path(r['file']).name} {r['records']:,} {r['reason']}"
+                                              for r in value) or "none"))
         elif key == "extrapolation":
             print(f"  {key:28} point {value['point']:,}, 90% CI {value['lower_90']:,} to {value['upper_90']:,}")
     print(f"Warehouse: {workdir / 'warehouse.duckdb'}")

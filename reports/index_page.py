@@ -39,6 +39,18 @@ def rejected_rows(wh: PeriodWarehouse) -> pd.DataFrame:
     return frame[REJECTED_COLUMNS]
 
 
+def _reading_rows(formats, skipped) -> list[tuple[str, str]]:
+    """'Layout read' per file (detected or named) and the records the readers left out, by reason."""
+    rows = []
+    if formats:
+        rows.append(("Layout read", "; ".join(
+            f"{file_names(f['file'])}: {f['format']}{' (detected)' if f.get('detected') else ''}" for f in formats)))
+    if skipped is not None:
+        rows.append(("Records skipped (not audited)", "; ".join(
+            f"{file_names(s['file'])}: {s['records']:,} {s['reason'].replace('_', ' ')}" for s in skipped) or "none"))
+    return rows
+
+
 def index_page(wh: PeriodWarehouse, run_info: dict, rates: pd.DataFrame, regroup: pd.DataFrame,
                extrapolation: pd.DataFrame, flag_data: dict, audited_claims: int, generated: str,
                rejected: pd.DataFrame) -> str:
@@ -69,7 +81,11 @@ def index_page(wh: PeriodWarehouse, run_info: dict, rates: pd.DataFrame, regroup
         loads = wh.df("SELECT inputs FROM loads WHERE audit_period = $period ORDER BY loaded_at DESC LIMIT 1")
         if not loads.empty and loads.iloc[0, 0]:
             inputs = json.loads(loads.iloc[0, 0])
-    input_rows = [(f"{kind} file(s)", file_names(files)) for kind, files in (inputs or {}).items() if files]
+    read = (inputs or {}).get("read") or {}
+    input_rows = [(f"{kind} file(s)", file_names(files)) for kind, files in (inputs or {}).items()
+                  if files and kind not in ("formats", "read")]
+    input_rows += _reading_rows(run_info.get("formats", read.get("formats")),
+                                run_info.get("skipped_records", read.get("skipped_records")))
 
     def info(key, fallback="\u2014"):
         value = run_info.get(key)

@@ -438,6 +438,15 @@ def test_index_shows_run_metadata_with_file_names_only(run):
     assert re.search(r"Claims rows read / loaded / rejected</td><td>600 / 599 / 1<", index)
 
 
+def test_index_and_summary_say_which_layout_each_file_was_read_as(run):
+    info, index = run["run_info"], _text(run["out"]["flags"]["index"])
+    assert [(f["entity"], Path(f["file"]).name, f["format"], f["detected"]) for f in info["formats"]] == [
+        ("claims", "claims.csv", "wide", False), ("reviews", "reviews.csv", "wide", False)]
+    assert info["skipped_records"] == []
+    assert re.search(r"Layout read</td><td>claims.csv: wide; reviews.csv: wide<", index)
+    assert re.search(r"Records skipped \(not audited\)</td><td>none<", index)
+
+
 def test_audit_page_has_its_figures_and_a_three_period_trend(run):
     html = _text(run["out"]["flags"]["audit"])
     for div in ("fig-positions", "fig-error-types", "fig-chapters", "fig-coders", "fig-trend"):

@@ -5,11 +5,16 @@
   `_source_file`, `_source_row`.
 - `stg_<entity>_codes`: claim_id, kind 'dx'|'px', position, code_raw, poa_raw, `_source_file`,
   `_source_row`, `_source_column` (where a quarantine reason should point).
+- `stg_<entity>_findings`: problems the reader found while mapping its layout (quarantined).
 
-Validation and publishing read only these, so a new layout (Tuva, CMS files, 837I, FHIR) is a new
-module here and touches nothing downstream.
+Each reader's `stage(con, entity, paths)` returns {file: FileRead} for the files holding claim
+(or review) records: how many of the audited kind it staged and how many it skipped, by reason.
+Validation and publishing read only the staging tables, so a new layout is a new module here and
+touches nothing downstream. Modules: `base` (helpers every reader imports), `detect` (layout
+registry and detection), `stage` (`stage_inputs`), one module per layout.
 """
 
-from audits.readers.base import InputFiles, stage_inputs
+from audits.readers.base import FileRead, InputFiles
+from audits.readers.stage import StagedInputs, stage_inputs
 
-__all__ = ["InputFiles", "stage_inputs"]
+__all__ = ["FileRead", "InputFiles", "StagedInputs", "stage_inputs"]

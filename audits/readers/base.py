@@ -1,4 +1,8 @@
-"""Reading raw files into DuckDB and choosing the reader for each layout."""
+"""What every reader shares: the input files of a load, reading raw CSV/Parquet into DuckDB, the
+staging tables' columns, and what a reader reports about each file it read (`FileRead`).
+
+The readers (`wide`, `long`, `tuva`, `cms`, `x12`, `fhir`) import this module; none imports
+another reader's module for a helper. `audits.readers.stage` picks the reader per layout."""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from pathlib import Path
 
 import duckdb
 
+from audits.contract import (CLAIM_HEADER_COLUMNS, CLAIM_REQUIRED, REVIEW_HEADER_COLUMNS,
+                             REVIEW_REQUIRED)
 from audits.errors import InputError
 
 
@@ -195,24 +201,90 @@ def require_columns(columns: list[str], required: tuple[str, ...], path: Path, h
                              column=name)
 
 
-def stage_inputs(con: duckdb.DuckDBPyConnection, files: InputFiles) -> dict[str, str]:
-    """Read every input file into the staging tables; returns {entity: layout}."""
-    from audits.readers import detect, long, wide
+# ---------------------------------------------------------------------------------------------
+# Staging tables and what a reader reports per file
+# ---------------------------------------------------------------------------------------------
 
-    layouts: dict[str, str] = {}
-    for entity, headers, dx_files, px_files in (
-        ("claims", files.claims, files.claim_diagnoses, files.claim_procedures),
-        ("reviews", files.reviews, files.review_diagnoses, files.review_procedures),
-    ):
-        con.execute(f"DROP TABLE IF EXISTS stg_{entity}_findings")  # none left from an earlier load
-        fmt = detect.entity_format(files.formats.get(entity), headers, bool(dx_files or px_files))
-        if fmt != "canonical":
-            detect.reader(fmt).stage(con, entity, headers)
-            layouts[entity] = fmt
-        elif dx_files or px_files:
-            long.stage(con, entity, headers, dx_files, px_files)
-            layouts[entity] = "long"
+# Why a reader leaves records of a file out of the audit (keys of FileRead.skipped, of summary.json's
+# skipped_records and of the zero-claims error).
+SKIP_REASONS = {
+    "not_inpatient": "not an inpatient hospital claim (bill type 11x/12x, CMS claim type 60/61, or "
+                     "FHIR institutional inpatient)",
+    "not_final_action": "not the final action of the claim (CMS FINAL_ACTION 'N': superseded)",
+}
+
+
+@dataclass
+class FileRead:
+    """What a reader took from one file holding claim (or review) records: how many records of
+    the audited kind it staged, how many it left out, by reason (SKIP_REASONS), and the user's
+    name for the columns it filled (`columns`: contract column -> the column, element or segment
+    as the file spells it), so messages can name both."""
+
+    records: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)
+
+    def skip(self, reason: str, count: int) -> None:
+        if count:
+            self.skipped[reason] = self.skipped.get(reason, 0) + int(count)
+
+
+def header_columns(entity: str) -> tuple[str, ...]:
+    """The contract's header columns of `entity` ('claims' or 'reviews')."""
+    return CLAIM_HEADER_COLUMNS if entity == "claims" else REVIEW_HEADER_COLUMNS
+
+
+def required_columns(entity: str) -> tuple[str, ...]:
+    return CLAIM_REQUIRED if entity == "claims" else REVIEW_REQUIRED
+
+
+def create_staging(con: duckdb.DuckDBPyConnection, entity: str) -> None:
+    """Empty `stg_<entity>`, `stg_<entity>_codes` and `stg_<entity>_findings` (every reader
+    writes the same columns in the same order)."""
+    cols = ", ".join(f"{c} VARCHAR" for c in header_columns(entity))
+    con.execute(f"DROP TABLE IF EXISTS stg_{entity}")
+    con.execute(f"DROP TABLE IF EXISTS stg_{entity}_codes")
+    con.execute(f"DROP TABLE IF EXISTS stg_{entity}_findings")
+    con.execute(f"CREATE TEMP TABLE stg_{entity} (_source_file VARCHAR, _source_row BIGINT, {cols}, "
+                "extra_columns JSON)")
+    con.execute(f"CREATE TEMP TABLE stg_{entity}_codes (claim_id VARCHAR, kind VARCHAR, position INTEGER, "
+                "position_raw VARCHAR, code_raw VARCHAR, poa_raw VARCHAR, _source_file VARCHAR, "
+                "_source_row BIGINT, _source_column VARCHAR)")
+    con.execute(f'CREATE TEMP TABLE stg_{entity}_findings (_source_file VARCHAR, _source_row BIGINT, '
+                'claim_id VARCHAR, "column" VARCHAR, rule VARCHAR, value VARCHAR, reason VARCHAR)')
+
+
+def stage_header(entity: str, raw: str, columns: list[str], code_columns: tuple[str, ...] = ()) -> str:
+    """SELECT of the contract's header columns (missing optional ones as NULL) + extra_columns JSON
+    over a table read by `read_raw` (the canonical layouts)."""
+    known = header_columns(entity)
+    parts = ["_source_file", "_source_row"]
+    for name in known:
+        parts.append(_quote_ident(name) if name in columns else f"CAST(NULL AS VARCHAR) AS {name}")
+    extras = [c for c in columns if c not in known and c not in code_columns
+              and c not in ("_source_file", "_source_row")]
+    if extras:
+        pairs = ", ".join(f"'{c.replace(chr(39), chr(39) * 2)}', {_quote_ident(c)}" for c in extras)
+        parts.append(f"CAST(json_object({pairs}) AS JSON) AS extra_columns")
+    else:
+        parts.append("CAST(NULL AS JSON) AS extra_columns")
+    return f"SELECT {', '.join(parts)} FROM {raw}"
+
+
+def header_spelling(path: Path, delim: str = ",") -> dict[str, str]:
+    """{lower-cased column name: the name as the file's header spells it} (CSV/TXT or Parquet)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names
         else:
-            wide.stage(con, entity, headers)
-            layouts[entity] = "wide"
-    return layouts
+            import csv
+
+            with open(path, encoding="utf-8-sig", errors="replace") as fh:
+                names = next(csv.reader([fh.readline()], delimiter=delim), [])
+    except Exception:  # noqa: BLE001 - only for messages; the readers report unreadable files
+        return {}
+    return {n.strip().lower(): n.strip() for n in names}

@@ -23,6 +23,7 @@ Mapping (RIF -> contract):
 | coder_id | a `coder_id` column if present, else 'UNKNOWN' |
 | billed_drg | clm_drg_cd, zero-padded to 3 |
 | dx1..dx25, poa1..poa25 | icd_dgns_cd1..25, clm_poa_ind_sw1..25; dx1 from prncpal_dgns_cd when icd_dgns_cd1 is blank (CCW repeats the principal in both; a row where they differ is a finding) |
+| dx after the last of those | icd_dgns_e_cd1..12 (external causes of injury; fst_dgns_e_cd when icd_dgns_e_cd1 is blank), POA clm_e_poa_ind_sw1..12, in order, as claims processing passes them to the grouper; past 25 diagnoses in all the claim is quarantined (too_many_dx) |
 | px1..px25 | icd_prcdr_cd1..25 |
 
 Dates are read as CCW/BFD write them (15-JAN-2016) or ISO / YYYYMMDD. extra_columns: paid_amount
@@ -41,7 +42,8 @@ from pathlib import Path
 import duckdb
 
 from audits.codes import normalise_code_sql
-from audits.readers.tuva import POSITIONS, LineLayout, col, drg_pad_sql, stage_claim_lines
+from audits.readers.base import FileRead
+from audits.readers.tuva import EXTERNAL_CAUSES, POSITIONS, LineLayout, col, drg_pad_sql, stage_claim_lines
 
 EXTRA_FIELDS = ("paid_amount", "total_charge", "org_npi_num", "admitting_dx")
 
@@ -65,6 +67,10 @@ def _source_name(name: str) -> str:
         return "clm_poa_ind_sw" + name[3:]
     if name.startswith("pxdate"):
         return "prcdr_dt" + name[6:]
+    if name.startswith("edx"):
+        return "icd_dgns_e_cd" + name[3:]
+    if name.startswith("epoa"):
+        return "clm_e_poa_ind_sw" + name[4:]
     return _SOURCE_NAMES.get(name, name)
 
 
@@ -109,17 +115,22 @@ def _line_select(columns: list[str], entity: str) -> dict[str, str]:
         out[f"px{p}"] = c(f"icd_prcdr_cd{p}")
         out[f"pxdate{p}"] = date_sql(c(f"prcdr_dt{p}"))
     out["dx1"] = f"coalesce({c('icd_dgns_cd1')}, {c('prncpal_dgns_cd')})"
+    for k in EXTERNAL_CAUSES:
+        out[f"edx{k}"] = c(f"icd_dgns_e_cd{k}")
+        out[f"epoa{k}"] = c(f"clm_e_poa_ind_sw{k}")
+    out["edx1"] = f"coalesce({c('icd_dgns_e_cd1')}, {c('fst_dgns_e_cd')})"
     return out
 
 
-def _line_filter(columns: list[str], raw: str) -> str | None:
+def _line_filter(columns: list[str], raw: str) -> list[tuple[str, str]]:
     conditions = []
     if "final_action" in columns:
-        conditions.append("coalesce(upper(trim(final_action)), 'F') <> 'N'")
+        conditions.append(("not_final_action", "coalesce(upper(trim(final_action)), 'F') <> 'N'"))
     if "clm_fac_type_cd" in columns and "clm_srvc_clsfctn_type_cd" in columns:
-        conditions.append(f"clm_id IN (SELECT clm_id FROM {raw} WHERE trim(clm_fac_type_cd) = '1' "
-                          "AND trim(clm_srvc_clsfctn_type_cd) IN ('1', '2'))")
-    return " AND ".join(conditions) or None
+        conditions.append(("not_inpatient",
+                           f"clm_id IN (SELECT clm_id FROM {raw} WHERE trim(clm_fac_type_cd) = '1' "
+                           "AND trim(clm_srvc_clsfctn_type_cd) IN ('1', '2'))"))
+    return conditions
 
 
 def _line_checks(columns: list[str]) -> list[tuple[str, str, str, str]]:
@@ -162,6 +173,6 @@ CMS = LineLayout(
 )
 
 
-def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> None:
+def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dict[str, FileRead]:
     """Stage CMS inpatient RIF (+ beneficiary) files as `entity` ('claims' or 'reviews')."""
-    stage_claim_lines(con, entity, paths, CMS, EXTRA_FIELDS)
+    return stage_claim_lines(con, entity, paths, CMS, EXTRA_FIELDS)

@@ -1,5 +1,6 @@
-"""Which reader reads a file: the format registry, format detection, and the staging helpers the
-non-canonical readers share.
+"""Which reader reads a file: the format registry, format detection, and the helpers the
+non-canonical readers share for findings and row buffers (the staging tables themselves are made
+by `audits.readers.base.create_staging`).
 
 Formats (the value of `InputFiles.formats[entity]` and of the CLI's `--format`):
 
@@ -7,8 +8,8 @@ Formats (the value of `InputFiles.formats[entity]` and of the CLI's `--format`):
 - `tuva`: Tuva Project input layer `medical_claim` (+ `eligibility` for age and sex).
 - `cms`: CMS CCW / BFD inpatient claims RIF (+ the beneficiary file for age and sex).
 - `x12`: X12 837I institutional claims, 005010X223A2.
-- `fhir`: FHIR R4 ExplanationOfBenefit (CARIN Blue Button inpatient institutional), NDJSON or
-  Bundle JSON, with the Patient and Organization resources it references.
+- `fhir`: FHIR R4 ExplanationOfBenefit (CARIN Blue Button inpatient institutional, CMS BFD), NDJSON
+  or Bundle JSON, with the Patient, Organization and Coverage resources it references.
 - `auto`: detected per file from its first bytes / header row (`detect_format`).
 
 Every reader writes the staging tables of `audits.readers` (`stg_<entity>`, `stg_<entity>_codes`)
@@ -29,8 +30,8 @@ from types import ModuleType
 import duckdb
 import pyarrow as pa
 
-from audits.contract import CLAIM_HEADER_COLUMNS, REVIEW_HEADER_COLUMNS
 from audits.errors import InputError
+from audits.readers.base import header_columns
 
 FORMATS = ("canonical", "tuva", "cms", "x12", "fhir")
 ALIASES = {"wide": "canonical", "long": "canonical", "837i": "x12", "837": "x12", "edi": "x12",
@@ -133,26 +134,6 @@ def _parquet_columns(path: Path) -> set[str]:
 # ---------------------------------------------------------------------------------------------
 # Staging helpers shared by the readers
 # ---------------------------------------------------------------------------------------------
-
-def header_columns(entity: str) -> tuple[str, ...]:
-    return CLAIM_HEADER_COLUMNS if entity == "claims" else REVIEW_HEADER_COLUMNS
-
-
-def create_staging(con: duckdb.DuckDBPyConnection, entity: str) -> None:
-    """Empty `stg_<entity>`, `stg_<entity>_codes` and `stg_<entity>_findings`, as the wide reader
-    makes them (same columns, same order)."""
-    cols = ", ".join(f"{c} VARCHAR" for c in header_columns(entity))
-    con.execute(f"DROP TABLE IF EXISTS stg_{entity}")
-    con.execute(f"DROP TABLE IF EXISTS stg_{entity}_codes")
-    con.execute(f"DROP TABLE IF EXISTS stg_{entity}_findings")
-    con.execute(f"CREATE TEMP TABLE stg_{entity} (_source_file VARCHAR, _source_row BIGINT, {cols}, "
-                "extra_columns JSON)")
-    con.execute(f"CREATE TEMP TABLE stg_{entity}_codes (claim_id VARCHAR, kind VARCHAR, position INTEGER, "
-                "position_raw VARCHAR, code_raw VARCHAR, poa_raw VARCHAR, _source_file VARCHAR, "
-                "_source_row BIGINT, _source_column VARCHAR)")
-    con.execute(f'CREATE TEMP TABLE stg_{entity}_findings (_source_file VARCHAR, _source_row BIGINT, '
-                'claim_id VARCHAR, "column" VARCHAR, rule VARCHAR, value VARCHAR, reason VARCHAR)')
-
 
 class Records:
     """Column-wise buffers of staging rows built in Python (X12 and FHIR readers), written to

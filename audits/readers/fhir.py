@@ -1,9 +1,16 @@
-"""FHIR R4 ExplanationOfBenefit, CARIN Blue Button inpatient institutional profile.
+"""FHIR R4 ExplanationOfBenefit: CARIN Blue Button inpatient institutional profile, and CMS Beneficiary
+FHIR Data (BFD / Blue Button 2.0) responses, which follow it with CMS codings.
 
 Input: NDJSON (one resource per line, as FHIR Bulk Data exports write them) or JSON (a Bundle or a
-single resource). The EOBs' Patient and Organization resources may sit in the same files, in other
-files of the same entity, or be contained in the EOB. EOBs that are not institutional inpatient
-(type 'institutional' and subType 'inpatient' when given) are skipped.
+single resource). The EOBs' Patient, Organization and Coverage resources may sit in the same files,
+in other files of the same entity, or be contained in the EOB.
+
+Only hospital inpatient claims are audited, decided from the EOB's codes before any validation
+(`_inpatient_sql`): BFD's claim type when present (nch_clm_type_cd 60/61; BFD's SNF and hospice
+EOBs also say subType 'inpatient'), else BFD's EOB type INPATIENT, else a NUBC bill type in
+supportingInfo 'typeofbill' (11x/12x), else CARIN type 'institutional' with subType 'inpatient'
+(no subType: a CARIN inpatient profile in meta.profile). The other EOBs are skipped and counted
+(reason not_inpatient), never validated nor quarantined.
 
 Validation, through the fhir.resources R4B models (fhir.resources 8 ships R5 at the top level and
 R4B under `fhir.resources.R4B`; R4B left ExplanationOfBenefit, Patient and Organization as in R4,
@@ -17,8 +24,9 @@ CODING_AUDIT_FHIR_VALIDATION=full for that). Instead, in DuckDB:
 - values: every value the mapping reads (ids, dates, sequences, codes, the required elements of
   diagnosis, procedure and supportingInfo) is checked against the FHIR datatype patterns fhir_core
   itself uses; a resource with any value out of pattern is validated by the model in full.
-An EOB the model rejects is quarantined with the model's message (rule invalid_fhir_resource); a
-Patient or Organization it rejects stops the load (InputError, file and row); a line that is not
+An EOB the model rejects is quarantined with the model's message (rule invalid_fhir_resource; that
+one row, not a row per blank field); a Patient, Organization or Coverage it rejects stops the load
+(InputError, file and row); a line that is not
 JSON at all is an InputError. What the fast path does not check: the format of primitive values in
 elements the audit does not read (meta, extensions, insurance...), which do not change a figure.
 
@@ -29,26 +37,26 @@ Mapping (EOB -> contract), all in SQL:
 | claim_id | identifier of type 'uc' (unique claim id), else the first identifier, else id |
 | facility_id | provider: the referenced Organization's NPI identifier (http://hl7.org/fhir/sid/us-npi), else the reference's identifier, else its id |
 | patient_id | patient reference id (Patient/<id>) |
-| admit_date, discharge_date | supportingInfo 'admissionperiod' timingPeriod start/end, else billablePeriod |
+| admit_date, discharge_date | supportingInfo 'admissionperiod' timingPeriod start / end, each else billablePeriod start / end |
 | discharge_status | supportingInfo 'discharge-status' code |
 | age | whole years from the referenced Patient's birthDate to the admission date |
 | sex | Patient.gender: male M, female F, other/unknown U |
-| payer | insurer.display, else the insurer Organization's name |
+| payer | insurer.display, else the insurer Organization's name, else insurer.identifier value, else the EOB's Coverage (insurance focal, else first): its display, else the Coverage resource's payor display or identifier; else 'MEDICARE' for a BFD EOB (Medicare fee-for-service claims) |
 | coder_id | 'UNKNOWN' (a payer's EOB carries no coder) |
-| billed_drg | supportingInfo 'drg' code |
+| billed_drg | supportingInfo 'drg' code (CARIN), else supportingInfo category clm_drg_cd (BFD), else a diagnosis packageCode |
 | dx1 | the diagnosis whose type is 'principal' (by type, not by sequence: CARIN says sequence carries no order) |
-| dx2..dx25 | diagnoses of type 'other' / 'secondary' (or untyped), in sequence order; admitting, external-cause and reason-for-visit diagnoses go to extra_columns |
-| poa1..poa25 | diagnosis.onAdmission code |
-| px1 / px2..px25 | procedure of type 'principal' / 'other' (or untyped), in sequence order |
+| dx2..dx25 | diagnoses of type 'other' / 'secondary' (or untyped), in sequence order, then those of type 'externalcauseofinjury' in sequence order (as claims processing passes external causes to the grouper); admitting and reason-for-visit diagnoses go to extra_columns |
+| poa1..poa25 | diagnosis.onAdmission code, else BFD's extension clm_poa_ind_sw{n} / clm_e_poa_ind_sw{n} |
+| px1 / px2..px25 | the procedure of type 'principal' (when none is typed principal, as in BFD: the first in sequence), then the others in sequence order |
 
 A code is the coding of the ICD-10-CM (diagnoses) / ICD-10-PCS (procedures) system when there is
 one, else the first coding with a code. extra_columns: paid_amount (payment.amount, else the first
-total 'paidtoprovider'; to the cent, half away from zero), admitting_dx, external_cause_dx,
-reason_for_visit_dx, px{n}_date (procedure.date), eob_id.
+total 'paidtoprovider'; to the cent, half away from zero), admitting_dx, reason_for_visit_dx,
+px{n}_date (procedure.date), eob_id.
 
 An EOB as a review (a re-adjudicated or re-coded EOB): reviewer_id = enterer (identifier value or
-reference id), else the insurer; review_date = created; discharge_status and reviewer_drg from
-supportingInfo; notes = processNote texts.
+reference id), else the insurer; review_date = created; discharge_status and reviewer_drg as above;
+notes = processNote texts.
 
 Findings (the EOB's claim is quarantined with the reason): two diagnoses or procedures typed
 principal, more than 25 diagnoses or procedures, an EOB the model rejects. An EOB without a
@@ -63,13 +71,12 @@ import os
 from pathlib import Path
 
 import duckdb
-import numpy as np
-import pyarrow as pa
 
 from audits.contract import MAX_POSITIONS
 from audits.errors import InputError
-from audits.readers.base import _sql_str
-from audits.readers.detect import UNKNOWN_CODER, age_sql, create_staging, finish_staging, header_columns
+from audits.readers.base import FileRead, _sql_str, create_staging, header_columns
+from audits.readers.detect import UNKNOWN_CODER, age_sql, finish_staging
+from audits.readers.fhir_files import _load_resources, _raise_invalid_json
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +84,29 @@ NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 ICD10CM_SYSTEMS = ("http://hl7.org/fhir/sid/icd-10-cm", "http://hl7.org/fhir/sid/icd-10")
 ICD10PCS_SYSTEMS = ("http://www.cms.gov/Medicare/Coding/ICD10", "http://hl7.org/fhir/sid/icd-10-pcs")
 SECONDARY_DX_TYPES = ("other", "secondary", "discharge")
-EXTRA_DX_TYPES = {"admitting": "admitting_dx", "externalcauseofinjury": "external_cause_dx",
-                  "patientreasonforvisit": "reason_for_visit_dx"}
-KINDS = ("ExplanationOfBenefit", "Patient", "Organization")
+EXTRA_DX_TYPES = {"admitting": "admitting_dx", "patientreasonforvisit": "reason_for_visit_dx"}
+# Loaded as secondary diagnoses after the others, as claims processing passes them to the grouper.
+EXTERNAL_CAUSE_DX_TYPES = ("externalcauseofinjury",)
+KINDS = ("ExplanationOfBenefit", "Patient", "Organization", "Coverage")
+# CMS Beneficiary FHIR Data (BFD, Blue Button 2.0) codings: the NCH claim type (60/61 inpatient;
+# 20 SNF, 50 hospice, 10 HHA, 40 outpatient, 71/72 carrier, 81/82 DME), BFD's EOB type, the DRG
+# as a supportingInfo 'info' category, the POA indicators as diagnosis extensions.
+BFD_CLAIM_TYPE = "https://bluebutton.cms.gov/resources/variables/nch_clm_type_cd"
+BFD_EOB_TYPE = "https://bluebutton.cms.gov/resources/codesystem/eob-type"
+BFD_DRG = "https://bluebutton.cms.gov/resources/variables/clm_drg_cd"
+BFD_POA_URL = r"/clm_(e_)?poa_ind_sw[0-9]+$"
+INPATIENT_CLAIM_TYPES = ("60", "61")
+# Where each contract column comes from, for messages.
+USER_COLUMNS = {
+    "claim_id": "ExplanationOfBenefit.identifier", "facility_id": "ExplanationOfBenefit.provider",
+    "patient_id": "ExplanationOfBenefit.patient",
+    "admit_date": "supportingInfo admissionperiod start (else billablePeriod.start)",
+    "discharge_date": "supportingInfo admissionperiod end (else billablePeriod.end)",
+    "discharge_status": "supportingInfo discharge-status", "age": "Patient.birthDate", "sex": "Patient.gender",
+    "payer": "ExplanationOfBenefit.insurer", "billed_drg": "supportingInfo drg",
+    "dx1": "diagnosis of type principal", "reviewer_id": "ExplanationOfBenefit.enterer",
+    "review_date": "ExplanationOfBenefit.created", "reviewer_drg": "supportingInfo drg",
+}
 
 # 'full': the model validates every resource (about 1 ms per EOB); anything else: the fast path
 # above. CODING_AUDIT_FHIR_WORKERS=N (opt-in) runs model validation in N spawned processes, worth it
@@ -89,17 +116,11 @@ KINDS = ("ExplanationOfBenefit", "Patient", "Organization")
 VALIDATION = os.environ.get("CODING_AUDIT_FHIR_VALIDATION", "fast").strip().lower()
 WORKERS = int(os.environ.get("CODING_AUDIT_FHIR_WORKERS", "1") or 1)
 CHUNK = 2000
-BLOCK_BYTES = 64 << 20
-# A resource's type. Bulk exports write "resourceType" first: read it from the start of the text
-# (a full JSON parse of every document just for this cost ~15% of the reader); else parse.
-KIND_SQL = (r"""CASE WHEN regexp_matches(doc, '^\s*\{\s*"resourceType"\s*:\s*"[A-Za-z]+"')"""
-            r""" THEN regexp_extract(doc, '^\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]+)"', 1)"""
-            """ ELSE json_extract_string(doc, '$.resourceType') END""")
-BOM = b"\xef\xbb\xbf"
 
 
 def _models():
     try:
+        from fhir.resources.R4B.coverage import Coverage
         from fhir.resources.R4B.explanationofbenefit import ExplanationOfBenefit
         from fhir.resources.R4B.organization import Organization
         from fhir.resources.R4B.patient import Patient
@@ -107,7 +128,8 @@ def _models():
         raise InputError("reading FHIR needs the fhir.resources package (pip install 'fhir.resources>=8,<9')"
                          ) from None
 
-    return {"ExplanationOfBenefit": ExplanationOfBenefit, "Patient": Patient, "Organization": Organization}
+    return {"ExplanationOfBenefit": ExplanationOfBenefit, "Patient": Patient, "Organization": Organization,
+            "Coverage": Coverage}
 
 
 def _patterns() -> dict[str, str]:
@@ -120,179 +142,30 @@ def _patterns() -> dict[str, str]:
             "positive_int": r"\+?[1-9][0-9]*"}  # fhir_core's PositiveInt
 
 
-def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> None:
-    """Stage FHIR EOB files (+ Patient / Organization resources) as `entity`."""
+def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dict[str, FileRead]:
+    """Stage FHIR EOB files (+ Patient / Organization / Coverage resources) as `entity`. Returns
+    {file: FileRead} for the files holding EOBs."""
     create_staging(con, entity)
     try:
         _load_resources(con, [Path(p) for p in paths])
         _define_macros(con)
+        _transform(con)
+        reads = _keep_inpatient(con)
         invalid = _invalid_resources(con)
         _drop(con, "fhir_resources", "fhir_kinds")  # the documents: what follows reads the typed values
         _stage_summaries(con, invalid)
-        skipped = _stage_eobs(con, entity, invalid)
+        _stage_eobs(con, entity, invalid)
     finally:
         _drop(con, "fhir_resources", "fhir_kinds", "fhir_eob", "fhir_summaries", "fhir_codes",
               "fhir_claim", "fhir_keyed")
     finish_staging(con, entity)
-    if skipped:
-        log.info("%s ExplanationOfBenefit resources that are not institutional inpatient skipped", skipped)
+    return reads
 
 
 def _drop(con: duckdb.DuckDBPyConnection, *names: str) -> None:
     for name in names:
         kind = "VIEW" if name == "fhir_resources" else "TABLE"
         con.execute(f"DROP {kind} IF EXISTS {name}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading: files -> fhir_resources (one row per resource, Bundles unpacked)
-# ---------------------------------------------------------------------------------------------
-
-def _load_resources(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> None:
-    """fhir_resources(rid, _source_file, _source_row, full_url, kind, doc): NDJSON row = line
-    number; Bundle row = entry number (1-based); a single JSON resource is row 1."""
-    con.execute("CREATE OR REPLACE TEMP TABLE fhir_kinds "
-                "(file_index BIGINT, _source_file VARCHAR, _source_row BIGINT, doc VARCHAR, kind VARCHAR)")
-    for index, path in enumerate(paths):
-        if not path.exists():
-            raise InputError("file not found", file=path)
-        for rows, docs, blank in _documents(path):
-            table = pa.table({"file_index": pa.array([index] * len(rows), pa.int64()),
-                              "_source_file": pa.array([str(path)] * len(rows), pa.string()),
-                              "_source_row": pa.array(rows, pa.int64()), "doc": docs, "blank": blank})
-            con.register("fhir_batch", table)
-            try:  # a document that is not JSON is located, in this batch or when first parsed
-                con.execute(f"INSERT INTO fhir_kinds SELECT * EXCLUDE (blank), {KIND_SQL} "
-                            "FROM fhir_batch WHERE NOT blank")
-            except duckdb.Error:
-                _raise_invalid_json(con, "fhir_batch")
-                raise
-            finally:
-                con.unregister("fhir_batch")
-    bad = con.execute("SELECT _source_file, _source_row FROM fhir_kinds WHERE kind IS NULL "
-                      "ORDER BY file_index, _source_row LIMIT 1").fetchall()
-    if bad:
-        raise InputError("not a FHIR resource (no resourceType)", file=bad[0][0], row=bad[0][1])
-    # rid: the resource's place in the input (file, line, Bundle entry) as one number, so "the
-    # first resource of..." needs no sort of the documents. A view: no copy of the documents
-    # (Bundles, rare in bulk exports, are unpacked on each of its three reads).
-    con.execute("""
-        CREATE OR REPLACE TEMP VIEW fhir_resources AS
-        WITH resources AS (
-            SELECT file_index, _source_row AS line, coalesce(_source_row, 1) AS _source_row, 0 AS entry,
-                   _source_file, NULL::VARCHAR AS full_url, kind, doc
-            FROM fhir_kinds WHERE kind <> 'Bundle'
-            UNION ALL
-            SELECT b.file_index, b._source_row, coalesce(b._source_row, b.entry), b.entry, b._source_file,
-                   b.item->>'$.fullUrl',
-                   b.item->'$.resource'->>'$.resourceType', (b.item->'$.resource')::VARCHAR
-            FROM (SELECT file_index, _source_file, _source_row, unnest(json_extract(doc, '$.entry[*]')) AS item,
-                         generate_subscripts(json_extract(doc, '$.entry[*]'), 1) AS entry
-                  FROM fhir_kinds WHERE kind = 'Bundle') b
-            WHERE json_type(b.item, '$.resource') = 'OBJECT')
-        SELECT file_index * 1000000000000000 + coalesce(line, 0) * 10000000 + entry AS rid,
-               _source_file, _source_row, full_url, kind, doc
-        FROM resources WHERE kind IN ('ExplanationOfBenefit', 'Patient', 'Organization')""")
-
-
-def _raise_invalid_json(con: duckdb.DuckDBPyConnection, table: str = "fhir_kinds") -> None:
-    """InputError naming the first document of `table` that is not JSON (file, line)."""
-    blank = "NOT blank AND" if table == "fhir_batch" else ""
-    bad = con.execute(f"SELECT _source_file, _source_row, doc FROM {table} WHERE {blank} NOT json_valid(doc) "
-                      "ORDER BY file_index, _source_row LIMIT 1").fetchall()
-    if not bad:
-        return
-    source, row, doc = bad[0]
-    error = _json_error(doc)
-    message = error.msg if error is not None else "not valid JSON"
-    if row is None:
-        raise InputError(f"not valid JSON: {message}", file=source, row=getattr(error, "lineno", None))
-    raise InputError(f"line is not valid JSON ({message}); NDJSON wants one resource per line",
-                     file=source, row=row)
-
-
-def _json_error(doc: str):
-    try:
-        json.loads(doc)
-    except ValueError as exc:
-        return exc
-    return None
-
-
-def _documents(path: Path):
-    """(row numbers, Arrow strings) batches: NDJSON lines with their line numbers (each with its
-    line break, which JSON ignores; blank lines are dropped in SQL), or a whole JSON file as one
-    document without a row. Lines are cut with numpy and handed over as Arrow buffers: building a
-    Python bytes object per line cost more than DuckDB's parse of it."""
-    with open(path, "rb") as fh:
-        first = fh.readline()
-    bom = len(BOM) if first.startswith(BOM) else 0
-    first = first[bom:]
-    try:
-        json.loads(first)
-        ndjson = True
-    except ValueError:
-        ndjson = False
-    with open(path, "rb") as fh:
-        if not ndjson:
-            data = fh.read().removeprefix(BOM)
-            offsets = np.array([0, len(data)], np.int64)
-            yield [None], _utf8(data, offsets, path, None), _blank(data, offsets)
-            return
-        line, carry, start = 1, b"", bom
-        while True:
-            block = fh.read(BLOCK_BYTES)
-            data = carry + block
-            if not data:
-                return
-            if block:
-                cut = data.rfind(b"\n") + 1
-                if cut == 0:  # one line longer than a block: read on
-                    carry = data
-                    continue
-                data, carry = data[:cut], data[cut:]
-            else:
-                carry = b""
-            ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1
-            if not len(ends) or ends[-1] != len(data):
-                ends = np.append(ends, len(data))
-            offsets = np.concatenate([[start], ends]).astype(np.int64)
-            yield np.arange(line, line + len(ends)), _utf8(data, offsets, path, line), _blank(data, offsets)
-            line += len(ends)
-            start = 0
-            if not block:
-                return
-
-
-def _blank(data: bytes, offsets: np.ndarray) -> np.ndarray:
-    """Which documents are only white space (blank NDJSON lines, skipped): only those starting
-    with white space need a look."""
-    buf = np.frombuffer(data, np.uint8)
-    starts = offsets[:-1]
-    first = np.full(len(starts), 32, np.uint8)
-    inside = starts < len(buf)
-    first[inside] = buf[starts[inside]]
-    blank = np.zeros(len(starts), bool)
-    for i in np.flatnonzero(np.isin(first, (9, 10, 13, 32))):
-        blank[i] = not data[offsets[i]:offsets[i + 1]].strip()
-    return blank
-
-
-def _utf8(data: bytes, offsets: np.ndarray, path: Path, first_row: int | None) -> pa.Array:
-    """The documents data[offsets[i]:offsets[i+1]] as Arrow strings, checked to be UTF-8."""
-    docs = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
-    try:
-        docs.validate(full=True)
-    except pa.ArrowInvalid:
-        for number in range(len(offsets) - 1):
-            try:
-                data[offsets[number]:offsets[number + 1]].decode("utf-8")
-            except UnicodeDecodeError as exc:
-                row = None if first_row is None else first_row + number
-                raise InputError(f"not UTF-8 text (byte {exc.start + 1} of the "
-                                 f"{'line' if row else 'file'}); FHIR JSON is UTF-8", file=path, row=row) from None
-        raise
-    return docs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,19 +177,22 @@ _REF = '{"reference":"VARCHAR","display":"VARCHAR","identifier":{"value":"VARCHA
 _PERIOD = '{"start":"VARCHAR","end":"VARCHAR"}'
 # What the mapping reads of an EOB, typed for DuckDB's json_transform (one parse per resource).
 EOB_SHAPE = (
-    '{"id":"VARCHAR","identifier":[{"type":CC,"value":"VARCHAR"}],"type":CC,"subType":CC,'
+    '{"id":"VARCHAR","meta":{"profile":["VARCHAR"]},"identifier":[{"type":CC,"value":"VARCHAR"}],"type":CC,"subType":CC,'
     '"created":"VARCHAR","billablePeriod":PERIOD,'
     '"supportingInfo":[{"sequence":"VARCHAR","category":CC,"timingPeriod":PERIOD,"code":CC}],'
     '"diagnosis":[{"sequence":"VARCHAR","diagnosisCodeableConcept":CC,"diagnosisReference":"JSON",'
-    '"type":[CC],"onAdmission":CC}],'
+    '"type":[CC],"onAdmission":CC,"packageCode":CC,'
+    '"extension":[{"url":"VARCHAR","valueCoding":{"code":"VARCHAR"}}]}],'
     '"procedure":[{"sequence":"VARCHAR","date":"VARCHAR","procedureCodeableConcept":CC,'
     '"procedureReference":"JSON","type":[CC]}],'
     '"patient":REF,"provider":REF,"insurer":REF,"enterer":REF,"payment":{"amount":{"value":"VARCHAR"}},'
+    '"insurance":[{"focal":"VARCHAR","coverage":REF}],'
     '"total":[{"category":CC,"amount":{"value":"VARCHAR"}}],"processNote":[{"text":"VARCHAR"}],'
     '"contained":["JSON"]}'
 ).replace("CC", _CC).replace("REF", _REF).replace("PERIOD", _PERIOD)
 SUMMARY_SHAPE = ('{"id":"VARCHAR","gender":"VARCHAR","birthDate":"VARCHAR","name":"VARCHAR",'
-                 '"identifier":[{"system":"VARCHAR","value":"VARCHAR","type":CC}]}').replace("CC", _CC)
+                 '"identifier":[{"system":"VARCHAR","value":"VARCHAR","type":CC}],"payor":[REF]}'
+                 ).replace("CC", _CC).replace("REF", _REF)
 
 
 def _define_macros(con: duckdb.DuckDBPyConnection) -> None:
@@ -331,6 +207,10 @@ def _define_macros(con: duckdb.DuckDBPyConnection) -> None:
             fhir_codes(cc)[1]);
         CREATE OR REPLACE TEMP MACRO fhir_info(e, category) AS
             list_filter(e.supportingInfo, lambda s: list_contains(fhir_codes(s.category), category))[1];
+        CREATE OR REPLACE TEMP MACRO fhir_drg(e) AS coalesce(
+            fhir_codes(fhir_info(e, 'drg').code)[1], fhir_codes(fhir_info(e, {_sql_str(BFD_DRG)}).code)[1],
+            list_filter(list_transform(e.diagnosis, lambda d: fhir_codes(d.packageCode)[1]),
+                        lambda x: x IS NOT NULL)[1]);
         CREATE OR REPLACE TEMP MACRO fhir_ref_id(r) AS CASE
             WHEN coalesce(r.reference, '') <> '' THEN ltrim(regexp_replace(regexp_extract(r.reference, '[^/]*$'),
                                                                       '^urn:uuid:', ''), '#')
@@ -386,17 +266,15 @@ def _values_ok_sql() -> tuple[str, str]:
     return eob, summary
 
 
-def _invalid_resources(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
-    """{rid: the model's message} for the resources fhir.resources rejects among those it is
-    asked to validate (see the module docstring). Leaves the transformed values in fhir_eob (EOBs)
-    and fhir_summaries (Patients, Organizations)."""
-    fast = VALIDATION != "full"
+def _transform(con: duckdb.DuckDBPyConnection) -> None:
+    """fhir_eob (EOBs) and fhir_summaries (Patients, Organizations, Coverages): the values the
+    mapping reads, typed, with `values_ok` (see the module docstring) and the JSON shape."""
     eob_ok, summary_ok = _values_ok_sql()
-    shape = "json_structure(doc)" if fast else "NULL::VARCHAR"
+    shape = "json_structure(doc)" if VALIDATION != "full" else "NULL::VARCHAR"
     try:
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE fhir_eob AS
-            SELECT *, {eob_ok} AS values_ok FROM (
+            SELECT *, {eob_ok} AS values_ok, coalesce({_inpatient_sql()}, false) AS inpatient FROM (
                 SELECT rid, _source_file, _source_row, {shape} AS shape,
                        json_transform(doc, {_sql_str(EOB_SHAPE)}) AS e
                 FROM fhir_resources WHERE kind = 'ExplanationOfBenefit')""")
@@ -409,6 +287,51 @@ def _invalid_resources(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
     except duckdb.Error:
         _raise_invalid_json(con)
         raise
+
+
+def _inpatient_sql() -> str:
+    """SQL over an EOB `e`: is it a hospital inpatient claim? BFD's claim type when the EOB has one
+    (60/61; its SNF and hospice EOBs also carry subType 'inpatient'), else BFD's EOB type, else a
+    NUBC bill type in supportingInfo 'typeofbill' (11x/12x), else CARIN: type 'institutional'
+    and subType 'inpatient' (an EOB without subType: a CARIN inpatient profile in meta.profile,
+    as the IG's first examples had)."""
+    def coded(cc: str, system: str) -> str:
+        return f"list_filter({cc}.coding, lambda c: c.system = {_sql_str(system)} AND coalesce(c.code, '') <> '')[1].code"
+
+    bill = ("list_filter(list_transform(fhir_codes(fhir_info(e, 'typeofbill').code), "
+            "lambda b: CASE WHEN length(b) = 4 THEN substr(b, 2) ELSE b END), "
+            "lambda b: regexp_full_match(b, '[0-9]{3}'))[1]")
+    types = ", ".join(_sql_str(t) for t in INPATIENT_CLAIM_TYPES)
+    return f"""CASE
+        WHEN {coded('e.type', BFD_CLAIM_TYPE)} IS NOT NULL THEN {coded('e.type', BFD_CLAIM_TYPE)} IN ({types})
+        WHEN {coded('e.type', BFD_EOB_TYPE)} IS NOT NULL THEN upper({coded('e.type', BFD_EOB_TYPE)}) = 'INPATIENT'
+        WHEN {bill} IS NOT NULL THEN left({bill}, 2) IN ('11', '12')
+        ELSE coalesce(list_contains(fhir_codes(e.type), 'institutional')
+                      AND (list_contains(fhir_codes(e.subType), 'inpatient')
+                           OR (coalesce(len(fhir_codes(e.subType)), 0) = 0
+                               AND list_bool_or(list_transform(e.meta.profile,
+                                                               lambda p: regexp_matches(p, 'Inpatient'))))),
+                      false) END"""
+
+
+def _keep_inpatient(con: duckdb.DuckDBPyConnection) -> dict[str, FileRead]:
+    """Decide each EOB's claim type before any validation: EOBs that are not hospital inpatient
+    claims are dropped (counted per file as skipped, never validated nor quarantined)."""
+    reads: dict[str, FileRead] = {}
+    for source, kept, skipped in con.execute(
+            "SELECT _source_file, count(*) FILTER (WHERE inpatient), count(*) FILTER (WHERE NOT inpatient) "
+            "FROM fhir_eob GROUP BY ALL ORDER BY min(rid)").fetchall():
+        read = reads[source] = FileRead(records=int(kept), columns=dict(USER_COLUMNS))
+        read.skip("not_inpatient", skipped)
+    con.execute("DELETE FROM fhir_eob WHERE NOT inpatient")
+    return reads
+
+
+def _invalid_resources(con: duckdb.DuckDBPyConnection) -> dict[int, str]:
+    """{rid: the model's message} for the resources fhir.resources rejects among those it is
+    asked to validate (see the module docstring), of the EOBs left in fhir_eob and the resources
+    of fhir_summaries."""
+    fast = VALIDATION != "full"
     checked = """SELECT rid, 'ExplanationOfBenefit' AS kind, shape, values_ok FROM fhir_eob
                  UNION ALL SELECT rid, kind, shape, values_ok FROM fhir_summaries"""
     if not fast:
@@ -493,7 +416,9 @@ def _stage_summaries(con: duckdb.DuckDBPyConnection, invalid: dict[int, str]) ->
             list_filter(s.identifier, lambda i: i.system = {_sql_str(NPI_SYSTEM)} AND coalesce(i.value, '') <> '')[1].value,
             list_filter(s.identifier, lambda i: list_contains(fhir_codes(i.type), 'NPI')
                                            AND coalesce(i.value, '') <> '')[1].value) END,
-        name := CASE WHEN kind = 'Organization' THEN s.name END)"""
+        name := CASE WHEN kind = 'Organization' THEN s.name END,
+        payor := CASE WHEN kind = 'Coverage' THEN coalesce(nullif(s.payor[1].display, ''),
+                                                           nullif(s.payor[1].identifier.value, '')) END)"""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE fhir_keyed AS
         WITH global AS (
@@ -511,12 +436,12 @@ def _stage_summaries(con: duckdb.DuckDBPyConnection, invalid: dict[int, str]) ->
         SELECT rid, key, arg_min({who}, ord) FROM contained GROUP BY rid, key""")
 
 
-def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, str]) -> int:
-    """Map the EOBs into stg_<entity>, stg_<entity>_codes and stg_<entity>_findings; returns how
-    many were skipped as not institutional inpatient."""
+def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, str]) -> None:
+    """Map the inpatient EOBs into stg_<entity>, stg_<entity>_codes and stg_<entity>_findings."""
     cm, pcs = (f"[{', '.join(_sql_str(s) for s in systems)}]" for systems in (ICD10CM_SYSTEMS, ICD10PCS_SYSTEMS))
     extra_types = f"[{', '.join(_sql_str(t) for t in EXTRA_DX_TYPES)}]"
     secondary = f"[{', '.join(_sql_str(t) for t in SECONDARY_DX_TYPES)}]"
+    external = f"[{', '.join(_sql_str(t) for t in EXTERNAL_CAUSE_DX_TYPES)}]"
 
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE fhir_claim AS
@@ -525,13 +450,13 @@ def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, 
                    list_filter(e.identifier, lambda i: list_contains(fhir_codes(i.type), 'uc')
                                                   AND coalesce(i.value, '') <> '')[1].value,
                    nullif(e.identifier[1].value, ''), e.id) AS claim_id,
-               coalesce(list_contains(fhir_codes(e.type), 'institutional')
-                        AND (coalesce(len(fhir_codes(e.subType)), 0) = 0
-                             OR list_contains(fhir_codes(e.subType), 'inpatient')), false) AS inpatient,
-               coalesce(fhir_info(e, 'admissionperiod').timingPeriod, e.billablePeriod) AS period
+               struct_pack(start := coalesce(nullif(fhir_info(e, 'admissionperiod').timingPeriod.start, ''),
+                                             e.billablePeriod.start),
+                           "end" := coalesce(nullif(fhir_info(e, 'admissionperiod').timingPeriod."end", ''),
+                                             e.billablePeriod."end")) AS period,
+               list_contains(list_transform(e.type.coding, lambda c: c.system), {_sql_str(BFD_CLAIM_TYPE)})
+                   AS from_bfd
         FROM fhir_eob""", [list(invalid)])
-    skipped = con.execute("SELECT count(*) FROM fhir_claim WHERE NOT rejected AND NOT inpatient").fetchall()[0][0]
-    con.execute("DELETE FROM fhir_claim WHERE NOT rejected AND NOT inpatient")
 
     # One row per diagnosis / procedure, with its role and its contract position.
     con.execute(f"""
@@ -540,7 +465,10 @@ def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, 
             SELECT dd.rid, dd.claim_id, 'dx' AS kind, dd.ord - 1 AS number, 'diagnosis[' || (dd.ord - 1) || ']' AS "column",
                    coalesce(TRY_CAST(dd.v.sequence AS BIGINT), 0) AS seq, fhir_type_codes(dd.v.type) AS types,
                    fhir_code(dd.v.diagnosisCodeableConcept, {cm}) AS code,
-                   fhir_code(dd.v.onAdmission, []::VARCHAR[]) AS poa, NULL::VARCHAR AS date
+                   coalesce(fhir_code(dd.v.onAdmission, []::VARCHAR[]),
+                            list_filter(dd.v.extension, lambda x: regexp_matches(x.url, {_sql_str(BFD_POA_URL)})
+                                        AND coalesce(x.valueCoding.code, '') <> '')[1].valueCoding.code) AS poa,
+                   NULL::VARCHAR AS date
             FROM (SELECT rid, claim_id, unnest(e.diagnosis) AS v, generate_subscripts(e.diagnosis, 1) AS ord
                   FROM fhir_claim JOIN fhir_eob USING (rid) WHERE NOT rejected) dd
             UNION ALL
@@ -549,15 +477,25 @@ def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, 
                    fhir_code(pp.v.procedureCodeableConcept, {pcs}), NULL, fhir_day(pp.v.date)
             FROM (SELECT rid, claim_id, unnest(e.procedure) AS v, generate_subscripts(e.procedure, 1) AS ord
                   FROM fhir_claim JOIN fhir_eob USING (rid) WHERE NOT rejected) pp),
-        roles AS (
-            SELECT *, CASE WHEN list_contains(types, 'principal') THEN 'principal'
-                           WHEN kind = 'dx' AND list_has_any(types, {extra_types})
-                                AND NOT list_has_any(types, {secondary}) THEN 'extra'
-                           ELSE 'other' END AS role
+        typed AS (
+            SELECT *, coalesce(bool_or(list_contains(types, 'principal')) OVER (PARTITION BY rid, kind), false)
+                          AS typed_principal,
+                      row_number() OVER (PARTITION BY rid, kind ORDER BY seq, number) AS in_sequence
             FROM items),
+        roles AS (
+            SELECT * EXCLUDE (typed_principal, in_sequence),
+                   CASE WHEN list_contains(types, 'principal') THEN 'principal'
+                        -- procedures without a type (BFD): the first in sequence is the principal
+                        WHEN kind = 'px' AND NOT typed_principal AND in_sequence = 1 THEN 'principal'
+                        WHEN kind = 'dx' AND list_has_any(types, {extra_types})
+                             AND NOT list_has_any(types, {secondary}) THEN 'extra'
+                        ELSE 'other' END AS role
+            FROM typed),
         ranked AS (
             SELECT *, CASE role WHEN 'principal' THEN row_number() OVER (PARTITION BY rid, kind, role ORDER BY number)
-                                WHEN 'other' THEN row_number() OVER (PARTITION BY rid, kind, role ORDER BY seq, number)
+                                WHEN 'other' THEN row_number() OVER (
+                                    PARTITION BY rid, kind, role
+                                    ORDER BY list_has_any(types, {external}), seq, number)
                       END AS rank
             FROM roles)
         SELECT *, CASE WHEN role = 'principal' AND rank = 1 THEN 1 WHEN role = 'other' THEN rank + 1 END AS position
@@ -572,7 +510,6 @@ def _stage_eobs(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, 
         WHERE position BETWEEN 1 AND {MAX_POSITIONS}
         ORDER BY rid, kind, position""")
     _stage_headers(con, entity)
-    return skipped
 
 
 def _stage_findings(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[int, str]) -> None:
@@ -607,10 +544,11 @@ def _stage_findings(con: duckdb.DuckDBPyConnection, entity: str, invalid: dict[i
 
 
 def _stage_headers(con: duckdb.DuckDBPyConnection, entity: str) -> None:
-    def who(ref: str) -> str:
+    def who(ref: str, element: str | None = None) -> str:
         """Join the summary a reference points to: contained ('#id', in this EOB) or by key."""
-        return f"""LEFT JOIN fhir_keyed k_{ref} ON k_{ref}.key = c.e.{ref}.reference
-                   AND k_{ref}.scope = CASE WHEN starts_with(c.e.{ref}.reference, '#') THEN c.rid ELSE 0 END"""
+        element = element or f"c.e.{ref}"
+        return f"""LEFT JOIN fhir_keyed k_{ref} ON k_{ref}.key = {element}.reference
+                   AND k_{ref}.scope = CASE WHEN starts_with({element}.reference, '#') THEN c.rid ELSE 0 END"""
 
     def status(category: str) -> str:
         return f"fhir_codes(fhir_info(c.e, {_sql_str(category)}).code)[1]"
@@ -626,20 +564,25 @@ def _stage_headers(con: duckdb.DuckDBPyConnection, entity: str) -> None:
             "age": age_sql(day("patient.birth"), day("admit")),
             "sex": "CASE WHEN patient IS NULL THEN NULL WHEN patient.gender = 'male' THEN 'M' "
                    "WHEN patient.gender = 'female' THEN 'F' ELSE 'U' END",
-            "payer": "coalesce(nullif(c.e.insurer.display, ''), insurer.name)",
-            "coder_id": _sql_str(UNKNOWN_CODER), "billed_drg": status("drg"),
+            "payer": "coalesce(nullif(c.e.insurer.display, ''), nullif(insurer.name, ''), "
+                     "nullif(c.e.insurer.identifier.value, ''), nullif(c.coverage_ref.display, ''), coverage.payor, "
+                     "CASE WHEN c.from_bfd THEN 'MEDICARE' END)",
+            "coder_id": _sql_str(UNKNOWN_CODER), "billed_drg": "fhir_drg(c.e)",
         }
-        joins = {"patient": who("patient"), "provider": who("provider"), "insurer": who("insurer")}
+        coverage = ("coalesce(list_filter(e.insurance, lambda i: i.focal = 'true')[1], "
+                    "e.insurance[1]).coverage")
+        joins = {"patient": who("patient"), "provider": who("provider"), "insurer": who("insurer"),
+                 "coverage": who("coverage", "c.coverage_ref")}
     else:
         values = {
             "reviewer_id": "coalesce(nullif(c.e.enterer.identifier.value, ''), nullif(fhir_ref_id(c.e.enterer), ''), "
                            "nullif(c.e.insurer.display, ''), fhir_ref_id(c.e.insurer))",
             "review_date": "fhir_day(c.e.created)", "discharge_status": status("discharge-status"),
-            "reviewer_drg": status("drg"),
+            "reviewer_drg": "fhir_drg(c.e)",
             "notes": "nullif(array_to_string(list_filter(list_transform(c.e.processNote, lambda n: n.text), "
                      "lambda t: coalesce(t, '') <> ''), ' / '), '')",
         }
-        joins = {}
+        joins, coverage = {}, "NULL"
     values["claim_id"] = "c.claim_id"
     columns = ", ".join(f"CASE WHEN c.rejected AND '{name}' <> 'claim_id' THEN NULL "
                         f"ELSE nullif(CAST({values.get(name, 'NULL')} AS VARCHAR), '') END AS {name}"
@@ -665,7 +608,8 @@ def _stage_headers(con: duckdb.DuckDBPyConnection, entity: str) -> None:
         claim AS (
             SELECT c.*, fhir_day(c.period.start) AS admit,
                    {', '.join(f'k_{name}.who AS {name}' for name in joins) or 'NULL AS no_references'}
-            FROM (SELECT * FROM fhir_claim JOIN fhir_eob USING (rid, _source_file, _source_row)) c
+            FROM (SELECT *, {coverage} AS coverage_ref
+                  FROM fhir_claim JOIN fhir_eob USING (rid, _source_file, _source_row)) c
             {' '.join(joins.values())})
         SELECT c._source_file, c._source_row, {columns},
                nullif(json_merge_patch('{{}}', json_object(

@@ -7,23 +7,22 @@ from pathlib import Path
 
 import duckdb
 
-from audits.readers.base import read_raw, require_columns, require_rows
+from audits.readers.base import (FileRead, create_staging, read_raw, require_columns, require_rows,
+                                 required_columns, stage_header)
 from audits.validation import whole_number_sql
-from audits.readers.wide import _create_empty, header_columns, stage_header
 
 
 def stage(con: duckdb.DuckDBPyConnection, entity: str, headers: list[Path], dx_files: list[Path],
-          px_files: list[Path]) -> None:
-    _, required = header_columns(entity)
-    con.execute(f"DROP TABLE IF EXISTS stg_{entity}")
-    con.execute(f"DROP TABLE IF EXISTS stg_{entity}_codes")
-    _create_empty(con, entity)
+          px_files: list[Path]) -> dict[str, FileRead]:
+    create_staging(con, entity)
+    reads: dict[str, FileRead] = {}
     for i, path in enumerate(headers):
         raw = f"raw_{entity}_h{i}"
         columns = read_raw(con, path, raw)
         require_rows(con, raw, path)
-        require_columns(columns, required, path)
-        con.execute(f"INSERT INTO stg_{entity} BY NAME {stage_header(con, entity, raw, columns)}")
+        require_columns(columns, required_columns(entity), path)
+        con.execute(f"INSERT INTO stg_{entity} BY NAME {stage_header(entity, raw, columns)}")
+        reads[str(path)] = FileRead(records=con.execute(f"SELECT count(*) FROM {raw}").fetchall()[0][0])
         con.execute(f"DROP TABLE {raw}")
     for kind, files in (("dx", dx_files), ("px", px_files)):
         for i, path in enumerate(files):
@@ -41,3 +40,4 @@ def stage(con: duckdb.DuckDBPyConnection, entity: str, headers: list[Path], dx_f
                            AS _source_column
                 FROM {raw}""")
             con.execute(f"DROP TABLE {raw}")
+    return reads

@@ -30,7 +30,7 @@ line repeated in the file or in two data sources is not counted twice), claim_li
 drg_code_type / drg_code when not an MS-DRG, data_source, px{n}_date (procedure_date_n).
 
 Reviews in this layout (a re-coded medical_claim): reviewer_id from a `reviewer_id` column, else
-data_source; review_date from a `review_date` column, else file_date; reviewer_drg and
+data_source, else 'UNKNOWN'; review_date from a `review_date` column, else file_date; reviewer_drg and
 discharge_status as above; notes from a `notes` column.
 
 The line-collapsing engine here (`stage_claim_lines`) is shared with the CMS RIF reader.
@@ -49,14 +49,20 @@ import duckdb
 from audits.codes import normalise_code_sql, normalise_poa_sql
 from audits.contract import MAX_POSITIONS
 from audits.errors import InputError
-from audits.readers.base import _csv_source, _quote_ident, _sql_str, read_raw
-from audits.readers.detect import UNKNOWN_CODER, age_sql, create_staging, finish_staging, header_columns
+from audits.readers.base import (FileRead, _csv_source, _quote_ident, _sql_str, create_staging, header_columns,
+                                 header_spelling, read_raw)
+from audits.readers.detect import UNKNOWN_CODER, age_sql, finish_staging
 from audits.validation import parse_date_sql
 
 log = logging.getLogger(__name__)
 
 POSITIONS = range(1, MAX_POSITIONS + 1)
-CODE_FIELDS = tuple(f"{k}{p}" for k in ("dx", "poa", "px", "pxdate") for p in POSITIONS)
+# External-cause diagnoses a layout carries apart from dx1..dx25 (CMS ICD_DGNS_E_CD1..12): loaded
+# as secondary diagnoses after the others (edx1.., with POA epoa1..), as claims processing passes
+# them to the grouper.
+EXTERNAL_CAUSES = range(1, 13)
+CODE_FIELDS = (tuple(f"{k}{p}" for k in ("dx", "poa", "px", "pxdate") for p in POSITIONS)
+               + tuple(f"{k}{p}" for k in ("edx", "epoa") for p in EXTERNAL_CAUSES))
 
 
 def col(columns: list[str], *names: str) -> str:
@@ -81,9 +87,10 @@ class LineLayout:
     is_people: Callable[[list[str]], bool]
     # SQL expression per canonical field (claim_id, line_key, line_amount, the contract header
     # fields, person_key, birth_date, sex_code, extras, dx1.., poa1.., px1.., pxdate1..) over the
-    # raw line table, and a WHERE choosing the inpatient lines.
+    # raw line table, and the conditions choosing the lines read: [(skip reason, SQL)], in order
+    # (a claim left out is counted under the first condition it fails; see base.SKIP_REASONS).
     line_select: Callable[[list[str], str], dict[str, str]]
-    line_filter: Callable[[list[str], str], str | None]
+    line_filter: Callable[[list[str], str], list[tuple[str, str]]]
     # Canonical field -> name of the column it came from (for quarantine messages).
     source_name: Callable[[str], str]
     people_select: Callable[[list[str]], dict[str, str]]
@@ -102,8 +109,9 @@ def _header_fields(entity: str, extra: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def stage_claim_lines(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path], layout: LineLayout,
-                      extra_fields: tuple[str, ...]) -> None:
-    """Read claim-line files (+ people files) into the staging tables, one claim per claim_id."""
+                      extra_fields: tuple[str, ...]) -> dict[str, FileRead]:
+    """Read claim-line files (+ people files) into the staging tables, one claim per claim_id.
+    Returns {claim-line file: FileRead} (records = claims read; people files are not listed)."""
     create_staging(con, entity)
     fields = _header_fields(entity, extra_fields)
     compare = fields + CODE_FIELDS
@@ -121,11 +129,13 @@ def stage_claim_lines(con: duckdb.DuckDBPyConnection, entity: str, paths: list[P
     if not line_files:
         if paths:
             raise InputError(f"no {layout.name} claim-line file among the {entity} files", file=paths[0])
-        return
+        return {}
     con.execute("DROP TABLE IF EXISTS claim_lines")
+    reads: dict[str, FileRead] = {}
     for n, (path, raw, columns) in enumerate(line_files):
         select = layout.line_select(columns, entity)
-        where = layout.line_filter(columns, raw)
+        conditions = layout.line_filter(columns, raw)
+        where = " AND ".join(f"coalesce({sql}, false)" for _, sql in conditions) or None
         sql_cols = ", ".join(f"{select.get(name, 'CAST(NULL AS VARCHAR)')} AS {name}"
                              for name in ("claim_id", "line_key", "line_amount") + compare)
         # _ord orders lines across files; version hashes the header fields (identical lines, the
@@ -137,6 +147,8 @@ def stage_claim_lines(con: duckdb.DuckDBPyConnection, entity: str, paths: list[P
             con.execute(f"CREATE TEMP TABLE claim_lines AS {sql}")
         else:
             con.execute(f"INSERT INTO claim_lines BY NAME {sql}")
+        reads[str(path)] = _file_read(con, raw, n, select["claim_id"], conditions)
+        reads[str(path)].columns = _user_columns(Path(path), layout, compare, people_files)
         for condition, column, value, reason in layout.line_checks(columns):
             con.execute(f"""
                 INSERT INTO stg_{entity}_findings
@@ -156,6 +168,44 @@ def stage_claim_lines(con: duckdb.DuckDBPyConnection, entity: str, paths: list[P
     if skipped:
         log.info("%s lines without a claim_id were staged as one claim without an id", skipped)
     finish_staging(con, entity)
+    return reads
+
+
+def _user_columns(path: Path, layout: LineLayout, fields: tuple[str, ...], people_files) -> dict[str, str]:
+    """Contract column -> the file's column it came from, as the file spells it (age and sex: the
+    people file's birth date and sex columns); also each column's own spelling (CMS is upper case)."""
+    spelled = header_spelling(path, layout.delim(path))
+    for people_path, _, _ in people_files[:1]:
+        spelled = {**header_spelling(Path(people_path), layout.delim(Path(people_path))), **spelled}
+    out = dict(spelled)
+    for ours in ("claim_id",) + fields + ("age", "sex"):
+        source = layout.source_name({"age": "birth_date", "sex": "sex_code"}.get(ours, ours))
+        if source in spelled and ours != source:
+            out[ours] = spelled[source]
+    return out
+
+
+def _file_read(con: duckdb.DuckDBPyConnection, raw: str, n: int, claim_id: str,
+               conditions: list[tuple[str, str]]) -> FileRead:
+    """Claims of line file number `n` read (in claim_lines), and those left out by the first
+    condition they fail (counted from the raw lines only when some were left out)."""
+    kept_lines, kept = con.execute(
+        "SELECT count(*), count(DISTINCT coalesce(claim_id, '#' || _source_row)) FROM claim_lines "
+        f"WHERE _ord BETWEEN {n} * 10000000000 AND {n + 1} * 10000000000 - 1").fetchall()[0]
+    if kept_lines == con.execute(f"SELECT count(*) FROM {raw}").fetchall()[0][0]:
+        return FileRead(records=int(kept))
+    key = f"coalesce({claim_id}, '#' || _source_row)"  # a line without claim_id counts once
+    counts = []
+    for n, (_, sql) in enumerate(conditions):
+        before = "".join(f" AND coalesce({c}, false)" for _, c in conditions[:n])
+        counts.append(f"count(DISTINCT {key}) FILTER (WHERE NOT coalesce({sql}, false){before})")
+    kept = " AND ".join(f"coalesce({c}, false)" for _, c in conditions) or "true"
+    row = con.execute(f"SELECT count(DISTINCT {key}) FILTER (WHERE {kept}) "
+                      f"{''.join(', ' + c for c in counts)} FROM {raw}").fetchall()[0]
+    read = FileRead(records=int(row[0]))
+    for (reason, _), count in zip(conditions, row[1:]):
+        read.skip(reason, count)
+    return read
 
 
 def _read(con: duckdb.DuckDBPyConnection, path: Path, raw: str, layout: LineLayout, entity: str) -> list[str]:
@@ -178,7 +228,7 @@ def _read(con: duckdb.DuckDBPyConnection, path: Path, raw: str, layout: LineLayo
             return read_raw(con, path, raw, delim=delim)
         if layout.is_lines(lowered):
             wanted = " ".join(list(layout.line_select(lowered, entity).values())
-                              + [layout.line_filter(lowered, raw) or ""]
+                              + [sql for _, sql in layout.line_filter(lowered, raw)]
                               + [" ".join(check[:3]) for check in layout.line_checks(lowered)])
         elif layout.is_people(lowered):
             wanted = " ".join(layout.people_select(lowered).values())
@@ -198,9 +248,9 @@ def _read(con: duckdb.DuckDBPyConnection, path: Path, raw: str, layout: LineLayo
 
 def _compare_key(name: str) -> str:
     """The value compared across lines: codes normalised, POA upper case, the rest as given."""
-    if name[:2] in ("dx", "px") and name[2:].isdigit():
+    if (name[:2] in ("dx", "px") and name[2:].isdigit()) or (name[:3] == "edx" and name[3:].isdigit()):
         return normalise_code_sql(name)
-    if name.startswith("poa") and name[3:].isdigit():
+    if name.lstrip("e").startswith("poa") and name.lstrip("e")[3:].isdigit():
         return normalise_poa_sql(name)
     return name
 
@@ -302,8 +352,8 @@ def _stage(con: duckdb.DuckDBPyConnection, entity: str, layout: LineLayout, fiel
             parts.append(f"{age_sql(parse_date_sql(birth), parse_date_sql('h.admit_date'))} AS age")
         elif c == "sex":
             parts.append("coalesce(h.sex_code, p.sex_code) AS sex")
-        elif c == "coder_id":
-            parts.append(f"coalesce(h.coder_id, '{UNKNOWN_CODER}') AS coder_id")
+        elif c in ("coder_id", "reviewer_id"):  # payer data names no coder or reviewer
+            parts.append(f"coalesce(h.{c}, '{UNKNOWN_CODER}') AS {c}")
         else:
             parts.append(f"h.{c}")
     extras = [(e, f"h.{e}") for e in extra_fields]
@@ -325,7 +375,7 @@ def _stage(con: duckdb.DuckDBPyConnection, entity: str, layout: LineLayout, fiel
     for kind in ("dx", "px"):
         codes = ", ".join(f"{kind}{p}" for p in POSITIONS)
         poas = ", ".join(f"poa{p}" if kind == "dx" else "CAST(NULL AS VARCHAR)" for p in POSITIONS)
-        names = ", ".join(_sql_str(layout.source_name(f"{kind}{p}")) for p in POSITIONS)
+        names = ", ".join(_sql_str(f"{kind}{p}") for p in POSITIONS)
         selects.append(f"""
             SELECT claim_id, '{kind}' AS kind, position, CAST(position AS VARCHAR) AS position_raw,
                    code_raw, poa_raw, _source_file, _source_row, _source_column
@@ -336,6 +386,39 @@ def _stage(con: duckdb.DuckDBPyConnection, entity: str, layout: LineLayout, fiel
                   FROM claim_heads)
             WHERE code_raw IS NOT NULL OR poa_raw IS NOT NULL""")
     con.execute(f"INSERT INTO stg_{entity}_codes BY NAME {' UNION ALL '.join(selects)}")
+    _stage_external_causes(con, entity, layout)
+
+
+def _stage_external_causes(con: duckdb.DuckDBPyConnection, entity: str, layout: LineLayout) -> None:
+    """External-cause diagnoses after the claim's last diagnosis, in their order; past position
+    25 the claim is quarantined (too_many_dx), as in the other layouts."""
+    codes = ", ".join(f"edx{k}" for k in EXTERNAL_CAUSES)
+    if not con.execute(f"SELECT count(*) FROM claim_heads WHERE coalesce({codes}) IS NOT NULL").fetchall()[0][0]:
+        return
+    poas = ", ".join(f"epoa{k}" for k in EXTERNAL_CAUSES)
+    names = ", ".join(_sql_str(layout.source_name(f"edx{k}")) for k in EXTERNAL_CAUSES)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE external_causes AS
+        WITH e AS (
+            SELECT claim_id, _source_file, _source_row, unnest(range(1, {len(EXTERNAL_CAUSES) + 1})) AS k,
+                   unnest([{codes}]) AS code_raw, unnest([{poas}]) AS poa_raw, unnest([{names}]) AS _source_column
+            FROM claim_heads WHERE coalesce({codes}) IS NOT NULL),
+        last AS (SELECT claim_id, max(position) AS last FROM stg_{entity}_codes WHERE kind = 'dx' GROUP BY claim_id)
+        SELECT e.claim_id, 'dx' AS kind,
+               (coalesce(last.last, 0) + row_number() OVER (PARTITION BY e.claim_id ORDER BY e.k))::INTEGER AS position,
+               code_raw, poa_raw, _source_file, _source_row, _source_column
+        FROM e LEFT JOIN last USING (claim_id) WHERE code_raw IS NOT NULL""")
+    con.execute(f"""
+        INSERT INTO stg_{entity}_codes BY NAME
+        SELECT *, position::VARCHAR AS position_raw FROM external_causes
+        WHERE position <= {MAX_POSITIONS}""")
+    con.execute(f"""
+        INSERT INTO stg_{entity}_findings
+        SELECT any_value(_source_file), any_value(_source_row), claim_id, any_value(_source_column) , 'too_many_dx',
+               max(position)::VARCHAR,
+               max(position) || ' diagnosis codes with the external causes; the contract holds {MAX_POSITIONS}'
+        FROM external_causes WHERE position > {MAX_POSITIONS} GROUP BY claim_id""")
+    con.execute("DROP TABLE external_causes")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,13 +492,14 @@ def _line_select(columns: list[str], entity: str) -> dict[str, str]:
     return out
 
 
-def _line_filter(columns: list[str], raw: str) -> str | None:
+def _line_filter(columns: list[str], raw: str) -> list[tuple[str, str]]:
     """Inpatient institutional claims: a line with bill type 11x/12x marks the whole claim."""
     if "bill_type_code" not in columns:
         log.warning("Tuva medical_claim has no bill_type_code: every claim is taken as inpatient")
-        return None
+        return []
     bill = "regexp_replace(trim(bill_type_code), '^0', '')"
-    return (f"claim_id IN (SELECT claim_id FROM {raw} WHERE {bill} LIKE '11%' OR {bill} LIKE '12%')")
+    return [("not_inpatient",
+             f"claim_id IN (SELECT claim_id FROM {raw} WHERE {bill} LIKE '11%' OR {bill} LIKE '12%')")]
 
 
 def _people_select(columns: list[str]) -> dict[str, str]:
@@ -436,6 +520,6 @@ TUVA = LineLayout(
 )
 
 
-def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> None:
+def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dict[str, FileRead]:
     """Stage Tuva medical_claim (+ eligibility) files as `entity` ('claims' or 'reviews')."""
-    stage_claim_lines(con, entity, paths, TUVA, EXTRA_FIELDS)
+    return stage_claim_lines(con, entity, paths, TUVA, EXTRA_FIELDS)

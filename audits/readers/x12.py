@@ -25,13 +25,12 @@ Mapping (837I -> contract), per claim (2300 loop):
 | payer | payer name, 2010BB NM103 |
 | coder_id | 'UNKNOWN' (a claim file carries no coder) |
 | billed_drg | HI DR |
-| dx1 / dx2..dx25 | HI ABK principal / HI ABF other diagnoses in order; POA = C022-9 |
+| dx1 / dx2..dx25 | HI ABK principal / HI ABF other diagnoses in order, then HI ABN external causes of injury (as claims processing passes them to the grouper); POA = C022-9 |
 | px1 / px2..px25 | HI BBR principal / HI BBQ other procedures in order |
 
 Only inpatient claims are read: facility type code CLM05-1 11 or 12 (bill type 11x/12x); others
 are skipped. ICD-9 qualifiers (BK, BF, BR, BQ) are read the same way and then fail validation's
-ICD-10 checks. extra_columns: total_charge (CLM02), bill_type, admitting_dx (HI ABJ),
-external_cause_dx (HI ABN), payer_id, claim_filing_indicator (SBR09), px{n}_date (C022-4).
+ICD-10 checks. extra_columns: total_charge (CLM02), bill_type, admitting_dx (HI ABJ), payer_id, claim_filing_indicator (SBR09), px{n}_date (C022-4).
 
 A re-coded 837I is a review: reviewer_id = submitter id (1000A NM109, the auditor who sent the
 re-coded claims), review_date = BHT04 (transaction creation date), discharge_status = CL103,
@@ -43,31 +42,41 @@ procedure, more than 25 diagnoses or procedures.
 
 from __future__ import annotations
 
+import io
 import logging
+import re
 from pathlib import Path
 
 import duckdb
 
 from audits.contract import MAX_POSITIONS
 from audits.errors import InputError
-from audits.readers.detect import UNKNOWN_CODER, Records, age_at, create_staging, finish_staging
+from audits.readers.base import FileRead, create_staging
+from audits.readers.detect import UNKNOWN_CODER, Records, age_at, finish_staging
 
 log = logging.getLogger(__name__)
 
 # pyx12 segment errors about spacing only: tolerated (the data is read the same).
 _TOLERATED = ("leading space", "trailing element terminators")
 _PRINCIPAL_DX, _OTHER_DX = {"ABK", "BK"}, {"ABF", "BF"}
+# Where each contract column comes from, for messages (the user's file has segments, not columns).
+USER_COLUMNS = {
+    "claim_id": "CLM01", "facility_id": "2010AA NM109", "patient_id": "2010BA NM109",
+    "admit_date": "DTP*435", "discharge_date": "DTP*434", "discharge_status": "CL103",
+    "age": "DMG02 birth date", "sex": "DMG03", "payer": "2010BB NM103", "billed_drg": "HI DR",
+    "dx1": "HI ABK", "reviewer_id": "1000A NM109", "review_date": "BHT04", "reviewer_drg": "HI DR",
+}
 _PRINCIPAL_PX, _OTHER_PX = {"BBR", "BR", "CAH"}, {"BBQ", "BQ"}
 
 
-def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> None:
+def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dict[str, FileRead]:
     """Stage 837I files as `entity` ('claims' or 'reviews')."""
     create_staging(con, entity)
     records = Records(entity)
-    for path in paths:
-        _read_file(Path(path), entity, records)
+    reads = {str(path): _read_file(Path(path), entity, records) for path in paths}
     records.write(con)
     finish_staging(con, entity)
+    return reads
 
 
 def _elements(seg) -> list[list[str]]:
@@ -95,20 +104,21 @@ def _iso(ccyymmdd: str | None) -> str | None:
 
 
 class _Claim:
-    __slots__ = ("row", "values", "extra", "dx", "px", "notes", "findings", "inpatient")
+    __slots__ = ("row", "values", "extra", "dx", "external", "px", "notes", "findings", "inpatient")
 
     def __init__(self, row: int):
         self.row = row
         self.values: dict = {}
         self.extra: dict = {}
-        self.dx: list = []   # (position, code, poa, segment, column)
+        self.dx: list = []   # (principal?, code, poa, segment, column)
+        self.external: list = []  # external causes of injury (HI ABN), same shape
         self.px: list = []
         self.notes: list[str] = []
         self.findings: list = []
         self.inpatient = True
 
 
-def _read_file(path: Path, entity: str, records: Records) -> None:
+def _read_file(path: Path, entity: str, records: Records) -> FileRead:
     try:
         import pyx12.errors
         import pyx12.x12file
@@ -120,27 +130,32 @@ def _read_file(path: Path, entity: str, records: Records) -> None:
     if path.stat().st_size == 0:
         raise InputError("file is empty", file=path)
     source = str(path)
+    data = path.read_bytes()
+    text, interchange = _normalise(data, path)
     n = 0  # segment number in the file, 1-based
+
+    def at(segment: int) -> str:
+        return f"segment {segment}, byte offset {_segment_offset(data, interchange, segment)}"
+
     try:
-        reader = pyx12.x12file.X12Reader(source)
+        reader = pyx12.x12file.X12Reader(io.StringIO(text))
     except pyx12.errors.X12Error as exc:
-        raise InputError(f"not a readable X12 interchange: {exc}", file=path, row=1) from None
-    except UnicodeDecodeError:
-        raise InputError("the file is not ASCII text, as X12 requires", file=path) from None
+        raise InputError(f"not a readable X12 interchange ({at(1)}): {exc}", file=path, row=1) from None
     reader.check_837_lx = True
     state = {"submitter": None, "submitter_name": None, "bht_date": None, "provider": {}, "subscriber": {},
              "patient": None, "level": None}
     claim: _Claim | None = None
     in_2300 = False
-    skipped = 0
+    read = FileRead(columns=dict(USER_COLUMNS))
 
     def close_claim():
-        nonlocal claim, skipped
+        nonlocal claim
         if claim is not None:
             if claim.inpatient:
                 _emit(claim, entity, source, state, records)
+                read.records += 1
             else:
-                skipped += 1
+                read.skip("not_inpatient", 1)
         claim = None
 
     try:
@@ -148,7 +163,7 @@ def _read_file(path: Path, entity: str, records: Records) -> None:
             for seg in reader:
                 n += 1
                 if reader.err_list:
-                    _raise_errors(reader.pop_errors(), path, n, seg)
+                    _raise_errors(reader.pop_errors(), path, n, seg, at)
                 sid = seg.seg_id
                 e = _elements(seg)
                 if sid == "GS":
@@ -156,10 +171,11 @@ def _read_file(path: Path, entity: str, records: Records) -> None:
                     if not version.startswith("005010X223"):
                         kind = " (837P professional)" if version.startswith("005010X222") else ""
                         raise InputError(f"functional group is {version or 'unversioned'}{kind}, not an 837I "
-                                         "institutional claim (005010X223A2)", file=path, row=n, column="GS08")
+                                         f"institutional claim (005010X223A2) ({at(n)})", file=path, row=n,
+                                         column="GS08")
                 elif sid == "ST":
                     if _get(e, 1) != "837":
-                        raise InputError(f"transaction set {_get(e, 1)} is not an 837 claim",
+                        raise InputError(f"transaction set {_get(e, 1)} is not an 837 claim ({at(n)})",
                                          file=path, row=n, column="ST01")
                 elif sid == "BHT":
                     state["bht_date"] = _iso(_get(e, 4))
@@ -200,23 +216,68 @@ def _read_file(path: Path, entity: str, records: Records) -> None:
             errors = reader.pop_errors()
             if leftover:
                 raise InputError(f"the file ends inside segment {n + 1} ({leftover[:30]!r} has no segment "
-                                 f"terminator {reader.seg_term!r}): truncated? Nothing was loaded from this file",
-                                 file=path, row=n + 1)
+                                 f"terminator {reader.seg_term!r}; {at(n + 1)}): truncated? Nothing was loaded "
+                                 "from this file", file=path, row=n + 1)
             if errors:
-                _raise_errors(errors, path, n + 1, None, at_end=True)
+                _raise_errors(errors, path, n + 1, None, at, at_end=True)
     except pyx12.errors.X12Error as exc:
-        raise InputError(f"malformed X12: {exc}", file=path, row=n + 1) from None
+        raise InputError(f"malformed X12 ({at(n + 1)}): {exc}", file=path, row=n + 1) from None
+    return read
+
+
+_BOM = b"\xef\xbb\xbf"
+_ISA_LENGTH = 106  # the ISA segment is fixed length; its last character is the segment terminator
+_BETWEEN_SEGMENTS = rb"[ \t\r\n\f\v]*"
+
+
+def _interchange(data: bytes) -> tuple[int, bytes]:
+    """(byte offset of 'ISA', the segment terminator): after a UTF-8 byte-order mark and white
+    space, which some tools write before the interchange."""
+    start = len(_BOM) if data.startswith(_BOM) else 0
+    while start < len(data) and data[start:start + 1].isspace():
+        start += 1
+    return start, data[start + _ISA_LENGTH - 1:start + _ISA_LENGTH]
+
+
+def _normalise(data: bytes, path: Path) -> tuple[str, tuple[int, bytes]]:
+    """The interchange as pyx12 reads it: byte-order mark and leading white space dropped, and
+    line breaks, indentation or blank lines after each segment terminator removed (printers and
+    editors add them; they are not data). Non-ASCII bytes are an InputError at their byte offset."""
+    start, term = _interchange(data)
+    if data[start:start + 3] != b"ISA" or not term:
+        raise InputError(f"not an X12 interchange: it must start with a {_ISA_LENGTH}-character ISA segment "
+                         f"(byte offset {start})", file=path, row=1)
+    body = data[start:]
+    if not term.isspace():
+        body = re.sub(re.escape(term) + _BETWEEN_SEGMENTS, lambda m: term, body)
+    try:
+        return body.decode("ascii"), (start, term)
     except UnicodeDecodeError:
-        raise InputError("the file is not ASCII text, as X12 requires", file=path, row=n + 1) from None
-    if skipped:
-        log.info("%s: %s claims that are not inpatient (bill type 11x/12x) skipped", path, skipped)
+        bad = next(i for i in range(start, len(data)) if data[i] > 127)
+        segment = data[start:bad].count(term) + 1
+        raise InputError(f"the file is not ASCII text, as X12 requires: byte {data[bad]:#04x} at segment "
+                         f"{segment}, byte offset {bad}", file=path, row=segment) from None
 
 
-def _raise_errors(errors, path: Path, n: int, seg, at_end: bool = False) -> None:
+def _segment_offset(data: bytes, interchange: tuple[int, bytes], segment: int) -> int:
+    """Byte offset in the file as given of segment number `segment` (1 = ISA); read again only
+    when a refusal names it."""
+    start, term = interchange
+    if segment <= 1:
+        return start
+    pattern = re.compile(re.escape(term) + (b"" if term.isspace() else _BETWEEN_SEGMENTS))
+    for number, match in enumerate(pattern.finditer(data, start), start=2):
+        if number == segment:
+            return match.end()
+    return len(data)
+
+
+def _raise_errors(errors, path: Path, n: int, seg, at, at_end: bool = False) -> None:
     for kind, code, message, _value, _line in errors:
         if kind == "seg" and any(text in message for text in _TOLERATED):
             continue
-        where = "at the end of the file" if at_end else f"at segment {n} ({seg.get_seg_id() if seg else ''})"
+        where = (f"at the end of the file ({at(n)})" if at_end
+                 else f"at {at(n)} ({seg.get_seg_id() if seg else ''})")
         raise InputError(f"X12 envelope error {where}: {message}; nothing was loaded from this file",
                          file=path, row=n)
 
@@ -277,8 +338,9 @@ def _claim_segment(e: list[list[str]], sid: str, claim: _Claim, n: int) -> None:
                 claim.values["drg"] = code
             elif qualifier in ("ABJ", "BJ"):
                 claim.extra["admitting_dx"] = code
-            elif qualifier in ("ABN", "BN"):
-                claim.extra.setdefault("external_cause_dx", []).append(code)
+            elif qualifier in ("ABN", "BN"):  # after the other diagnoses (see _emit)
+                poa = parts[8] if len(parts) > 8 else None
+                claim.external.append((False, code, poa, n, column))
 
 
 def _positions(items: list, kind: str, claim: _Claim) -> list:
@@ -304,7 +366,7 @@ def _positions(items: list, kind: str, claim: _Claim) -> list:
 def _emit(claim: _Claim, entity: str, source: str, state: dict, records: Records) -> None:
     v = claim.values
     claim_id = v.get("claim_id")
-    dx = _positions(claim.dx, "dx", claim)
+    dx = _positions(claim.dx + claim.external, "dx", claim)
     px = _positions(claim.px, "px", claim)
     extra = dict(claim.extra)
     for position, code, date, *_ in px:
