@@ -1,0 +1,126 @@
+"""The tests behind coder and facility flags: Fisher's exact test, Benjamini-Hochberg, and Spiegelhalter's
+overdispersed funnel (Statistics in Medicine 2005;24:1185-1202, additive random-effects form)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy.stats import hypergeom, norm
+
+WINSOR_LOW, WINSOR_HIGH = 10.0, 90.0   # Spiegelhalter 2005: z-scores winsorised at 10% / 90%
+Z_95, Z_998 = float(norm.ppf(0.975)), float(norm.ppf(0.999))
+
+
+def fisher_p(x, n, y, m, alternative: str = "greater"):
+    """Fisher's exact test of x/n against y/m, vectorised: with the margins fixed, under equal rates
+    X ~ Hypergeometric(n + m, x + y, n). 'greater' P(X >= x), 'less' P(X <= x), 'two-sided' 2 x the
+    smaller tail (capped at 1). Unlike a binomial test against y/m, it allows for the comparison
+    group's own sampling error."""
+    x, n, y, m = (np.asarray(v, dtype="float64") for v in (x, n, y, m))
+    total, hits = n + m, x + y
+    upper = np.where(x <= 0, 1.0, hypergeom.sf(x - 1, total, hits, n))
+    lower = hypergeom.cdf(x, total, hits, n)
+    if alternative == "greater":
+        return upper
+    if alternative == "less":
+        return lower
+    return np.minimum(1.0, 2.0 * np.minimum(upper, lower))
+
+
+def bh_qvalues(p_values) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (monotone step-up); NaN stays NaN and is not counted."""
+    p = np.asarray(p_values, dtype="float64")
+    q = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    m = int(ok.sum())
+    if m == 0:
+        return q
+    values = p[ok]
+    order = np.argsort(values, kind="mergesort")
+    scaled = values[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    out = np.empty(m)
+    out[order] = adjusted
+    q[ok] = out
+    return q
+
+
+def coder_limits(total_n, total_overpaid, n) -> dict[str, np.ndarray]:
+    """Funnel limits of a coder's overpaid share at n audited claims, consistent with the coder test
+    (Fisher's exact test against the rest of the audit): with the audit's totals fixed, a coder's
+    overpaid count is Hypergeometric(total_n, total_overpaid, n) under no difference, so the limits are
+    its 2.5/97.5% (95%) and 0.1/99.9% (99.8%) quantiles divided by n."""
+    total_n, total_overpaid, n = np.broadcast_arrays(*(np.asarray(v, dtype="float64")
+                                                       for v in (total_n, total_overpaid, n)))
+    ok = (n > 0) & (n <= total_n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {name: np.where(ok, hypergeom.ppf(q, total_n, total_overpaid, n) / n, np.nan)
+                for name, q in (("lower_95", 0.025), ("upper_95", 0.975),
+                                ("lower_998", 0.001), ("upper_998", 0.999))}
+
+
+def percentile_rank(value: float, peers) -> float:
+    """Percentile rank (0-100) of `value` among `peers`: share of peers lower, ties counting half."""
+    peers = np.asarray(list(peers), dtype="float64")
+    if len(peers) == 0:
+        return float("nan")
+    return float(100.0 * ((peers < value).sum() + 0.5 * (peers == value).sum()) / len(peers))
+
+
+def overdispersion(num: np.ndarray, den: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Per row of `mask` (rows: units tested; columns: peers; True = a peer of that unit): the peers'
+    pooled proportion p0 and Spiegelhalter's additive between-unit variance tau2.
+
+        p0   = sum(num) / sum(den) over the peers
+        z_i  = (y_i - p0) / sqrt(p0 (1 - p0) / n_i)            y_i = num_i / den_i, n_i = den_i
+        z_i winsorised: below the peers' 10th percentile set to it, above the 90th set to it
+        phi  = mean(z_i^2);  w_i = n_i / (p0 (1 - p0))
+        tau2 = max(0, (I phi - (I - 1)) / (sum w - sum w^2 / sum w))     (I = number of peers)
+
+    tau2 is NaN with fewer than two peers or p0 at 0 or 1 (no test)."""
+    if mask.shape[1] == 0:
+        return {"p0": np.full(mask.shape[0], np.nan), "tau2": np.full(mask.shape[0], np.nan)}
+    num, den = np.broadcast_to(num, mask.shape).astype("float64"), np.broadcast_to(den, mask.shape).astype("float64")
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # rows without peers
+        peers = mask.sum(axis=1)
+        p0 = np.where(mask, num, 0).sum(axis=1) / np.where(mask, den, 0).sum(axis=1)
+        var1 = (p0 * (1 - p0))[:, None]
+        z = np.where(mask, (num / den - p0[:, None]) / np.sqrt(var1 / den), np.nan)
+        lo = np.nanpercentile(z, WINSOR_LOW, axis=1, keepdims=True)
+        hi = np.nanpercentile(z, WINSOR_HIGH, axis=1, keepdims=True)
+        phi = np.nanmean(np.clip(z, lo, hi) ** 2, axis=1)
+        w = np.where(mask, den / var1, 0.0)
+        sw, sw2 = w.sum(axis=1), (w ** 2).sum(axis=1)
+        tau2 = np.maximum(0.0, (peers * phi - (peers - 1)) / (sw - sw2 / sw))
+    ok = (peers >= 2) & (p0 > 0) & (p0 < 1)
+    return {"p0": np.where(peers > 0, p0, np.nan), "tau2": np.where(ok, tau2, np.nan)}
+
+
+def overdispersed_z(num, den, p0, tau2) -> tuple[np.ndarray, np.ndarray]:
+    """z = (y - p0) / sqrt(p0 (1 - p0) / n) and z_D = (y - p0) / sqrt(p0 (1 - p0) / n + tau2)."""
+    num, den, p0, tau2 = (np.asarray(v, dtype="float64") for v in (num, den, p0, tau2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y, var = num / den, p0 * (1 - p0) / den
+        return (y - p0) / np.sqrt(var), (y - p0) / np.sqrt(var + tau2)
+
+
+def one_sided_p(z_d, direction) -> np.ndarray:
+    """p of z_D in the area's direction: 'high' P(Z >= z_D), 'low' P(Z <= z_D), 'both' twice the smaller."""
+    z_d = np.asarray(z_d, dtype="float64")
+    direction = np.asarray(direction, dtype=object)
+    upper, lower = norm.sf(z_d), norm.cdf(z_d)
+    return np.select([direction == "high", direction == "low"], [upper, lower],
+                     np.minimum(1.0, 2.0 * np.minimum(upper, lower)))
+
+
+def overdispersed_limits(p0, tau2, n) -> dict[str, np.ndarray]:
+    """The overdispersed funnel at n: p0 -/+ z sqrt(p0 (1 - p0) / n + tau2), z = 1.96 (95%) and 3.09
+    (99.8%), kept within [0, 1]."""
+    p0, tau2, n = np.broadcast_arrays(*(np.asarray(v, dtype="float64") for v in (p0, tau2, n)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sd = np.sqrt(p0 * (1 - p0) / n + tau2)
+    return {name: np.clip(p0 + sign * z * sd, 0.0, 1.0)
+            for name, sign, z in (("lower_95", -1, Z_95), ("upper_95", 1, Z_95),
+                                  ("lower_998", -1, Z_998), ("upper_998", 1, Z_998))}
