@@ -427,6 +427,9 @@ def _flag_data(wh: _Warehouse) -> dict:
         if wh.has(table):
             frame = wh.df(f"SELECT * FROM {wh.scoped(table)} ORDER BY {order}")
             data[table] = frame.drop(columns=["audit_period"], errors="ignore")
+    data["target_area_peers"] = (wh.df(f"SELECT * FROM {wh.scoped('target_area_peers')} WHERE complete")
+                                 .drop(columns=["audit_period"], errors="ignore")
+                                 if wh.has("target_area_peers") else None)
     return data
 
 
@@ -501,27 +504,41 @@ def _compliance_page(data: dict, subtitle: str) -> str:
                 Column("lower_95", "95% low", "pct"), Column("upper_95", "95% high", "pct"),
                 Column("lower_998", "99.8% low", "pct"), Column("upper_998", "99.8% high", "pct"),
                 Column("p_value", "p", "p"), Column("q_value", "q (BH)", "p"), Column("flagged", "Flagged")]).render(),
-            intro="Each coder's share of audited claims that were overpaid against the number audited. Control "
-                  "limits are exact binomial quantiles around the overall share; a coder above the 99.8% line is "
-                  "unlikely to be there by chance.", section_id="funnel"))
+            intro="Each coder's share of audited claims that were overpaid against the number audited, tested "
+                  "against the rest of the audit (Fisher's exact test). The limits are the same test's: a coder "
+                  "above the 99.8% line has p of 0.001 or less.", section_id="funnel"))
 
     if areas is None:
         parts.append(section("Facility target areas", unavailable(
             "Facility target-area percentiles are not available for this run (no peer file or flags step).")))
     else:
-        fig = figures.target_area_figure(areas)
+        fig = figures.target_area_funnel_figure(areas, data.get("target_area_peers"))
+        shown = areas.assign(suppressed=_yes(areas["suppressed"].fillna(False).astype(bool)),
+                             **{c: areas[c] / 100 for c in ("percent", "peer_p20", "peer_p80")})
+        if "flagged" in areas:
+            shown["flagged"] = _yes(areas["flagged"].fillna(False).astype(bool))
         parts.append(section(
             "Facility target areas against peers",
-            figure_div(fig, "fig-target-areas") if fig else note("Every target area is suppressed (counts under 11)."),
-            Table("table-target-areas", areas.assign(suppressed=_yes(areas["suppressed"].fillna(False).astype(bool))), [
+            figure_div(fig, "fig-target-areas") if fig else note("No target area has an unsuppressed facility "
+                                                                 "and at least two complete peers."),
+            Table("table-target-areas", shown, [
                 Column("facility_id", "Facility"), Column("target_area", "Target area"),
                 Column("numerator", "Numerator", "int"), Column("denominator", "Denominator", "int"),
-                Column("percent", "Percent", "pct"), Column("peer_percentile", "Peer percentile", "float"),
+                Column("percent", "Percent", "pct"),
                 Column("peer_p20", "Peers 20th", "pct"), Column("peer_p80", "Peers 80th", "pct"),
-                Column("peers", "Peers", "int"), Column("direction", "Direction"), Column("outlier", "Outlier"),
+                Column("peers", "Complete peers", "int"), Column("peers_incomplete", "Peers left out", "int"),
+                Column("direction", "Direction"), Column("outlier", "Outlier"),
+                Column("p0", "Peers pooled", "pct"), Column("tau2", "\u03c4\u00b2", "float"),
+                Column("z_d", "z (overdispersed)", "float"), Column("p_value", "p", "p"),
+                Column("q_value", "q (BH)", "p"), Column("flagged", "Flagged"),
                 Column("suppressed", "Suppressed (<11)")]).render(),
-            intro="PEPPER-style: the facility's percent for each target area ranked among peers; at or above the "
-                  "80th percentile is a high outlier, at or below the 20th a low one. Counts under 11 are "
+            intro="PEPPER target areas: the facility's percent against its complete peers (denominator of 11 or "
+                  "more, and every DRG cell of the area reported when the peer file suppresses small cells). At "
+                  "or above the peers' 80th percentile is a high outlier, at or below the 20th a low one. A "
+                  "facility is flagged when it is an outlier and its overdispersed z test (Spiegelhalter 2005: "
+                  "the peers' pooled rate plus the real variation between hospitals, \u03c4\u00b2) has a "
+                  "Benjamini-Hochberg q under 0.025. The funnel shows each complete peer, the 95% and 99.8% "
+                  "limits and the audited facilities (pick the area in the menu). Counts under 11 are "
                   "suppressed.", section_id="target-areas"))
 
     if short is None:

@@ -1,8 +1,9 @@
 """Upcoding flags: claim, coder and facility patterns, each with the evidence a compliance officer follows.
 
-`build_flags(con, peers=None)` (re)creates five tables from `claims`, `reviews`, `claim_codes`,
+`build_flags(con, peers=None)` (re)creates six tables from `claims`, `reviews`, `claim_codes`,
 `code_diffs`, `claim_regroup` and `universe`: `upcoding_flags`, `upcoding_rules`, `coder_funnel`,
-`facility_target_areas`, `short_stay_rates`. Modules: `claim` (claim rules), `coder`, `facility`
+`facility_target_areas`, `target_area_peers` (each peer's counts per area, for the funnel plots),
+`short_stay_rates`. Modules: `claim` (claim rules), `coder`, `facility`
 (target areas, short stays), `stats` (the tests), `common` (shapes, thresholds, configuration files).
 
 Claim rules (audited claims; exposure = the claim's overpaid magnitude max(0, -delta), 0 when unpriced):
@@ -70,16 +71,16 @@ import pandas as pd
 
 from audits.flags.claim import claim_flags
 from audits.flags.coder import coder_flags, coder_funnel
-from audits.flags.common import (FLAG_COLUMNS, FUNNEL_COLUMNS, MIN_COUNT, Q_THRESHOLD, RULE_COLUMNS, RULES,
-                                 SHORT_STAY_COLUMNS, TARGET_COLUMNS, drg_reference, family_areas, load_target_areas,
-                                 load_watchlist, normalise_peers, temp_table, universe_source, weights_for,
-                                 write_table)
+from audits.flags.common import (FLAG_COLUMNS, FUNNEL_COLUMNS, MIN_COUNT, PEER_COLUMNS, Q_THRESHOLD, RULE_COLUMNS,
+                                 RULES, SHORT_STAY_COLUMNS, TARGET_COLUMNS, drg_reference, family_areas,
+                                 load_target_areas, load_watchlist, normalise_peers, temp_table, universe_source,
+                                 weights_for, write_table)
 from audits.flags.facility import facility_flags, facility_target_areas, short_stay_rates
 from audits.flags.stats import (bh_qvalues, coder_limits, fisher_p, one_sided_p, overdispersed_limits,
                                 overdispersed_z, overdispersion, percentile_rank)
 
 __all__ = [
-    "FLAG_COLUMNS", "FUNNEL_COLUMNS", "MIN_COUNT", "Q_THRESHOLD", "RULE_COLUMNS", "RULES", "SHORT_STAY_COLUMNS",
+    "FLAG_COLUMNS", "FUNNEL_COLUMNS", "MIN_COUNT", "PEER_COLUMNS", "Q_THRESHOLD", "RULE_COLUMNS", "RULES", "SHORT_STAY_COLUMNS",
     "TARGET_COLUMNS", "bh_qvalues", "build_flags", "coder_limits", "drg_reference", "family_areas", "fisher_p",
     "flag_summary", "load_target_areas", "load_watchlist", "normalise_peers", "one_sided_p", "overdispersed_limits",
     "overdispersed_z", "overdispersion", "percentile_rank",
@@ -88,7 +89,8 @@ __all__ = [
 
 def build_flags(con: duckdb.DuckDBPyConnection, peers: pd.DataFrame | None = None, watchlist_path=None,
                 target_areas_path=None, weights_dir=None) -> dict:
-    """(Re)create upcoding_flags, upcoding_rules, coder_funnel, facility_target_areas and short_stay_rates;
+    """(Re)create upcoding_flags, upcoding_rules, coder_funnel, facility_target_areas, target_area_peers and
+    short_stay_rates;
     return the number of flags by level {"claim": n, "coder": n, "facility": n}."""
     source = universe_source(con)
     weights = weights_for(con, source, weights_dir)
@@ -101,7 +103,7 @@ def build_flags(con: duckdb.DuckDBPyConnection, peers: pd.DataFrame | None = Non
     claims = claim_flags(con)
     funnel = coder_funnel(con)
     coders = coder_flags(con, funnel)
-    targets = facility_target_areas(con, areas, peers)
+    targets, peer_rows = facility_target_areas(con, areas, peers)
     stays = short_stay_rates(con)
     facilities, targets, stays = facility_flags(con, targets, stays, areas)
 
@@ -111,6 +113,7 @@ def build_flags(con: duckdb.DuckDBPyConnection, peers: pd.DataFrame | None = Non
     write_table(con, "upcoding_rules", RULES, RULE_COLUMNS)
     write_table(con, "coder_funnel", funnel, FUNNEL_COLUMNS)
     write_table(con, "facility_target_areas", targets, TARGET_COLUMNS)
+    write_table(con, "target_area_peers", peer_rows, PEER_COLUMNS)
     write_table(con, "short_stay_rates", stays, SHORT_STAY_COLUMNS)
     for name in ("_flags_drg_ref", "_flags_watchlist", "_flags_claim_base", "_flags_removed", "_flags_area_drgs",
                  "_flags_fac_drg", "_flags_peer_drg", "_flags_stays", "_flags_target_hits", "_flags_stay_hits"):

@@ -43,6 +43,10 @@ TARGET_COLUMNS = {
     "suppressed": "BOOLEAN", "p0": "DOUBLE", "tau2": "DOUBLE", "z": "DOUBLE", "z_d": "DOUBLE",
     "p_value": "DOUBLE", "q_value": "DOUBLE", "flagged": "BOOLEAN",
 }
+PEER_COLUMNS = {
+    "target_area": "VARCHAR", "peer_id": "VARCHAR", "numerator": "BIGINT", "denominator": "BIGINT",
+    "percent": "DOUBLE", "complete": "BOOLEAN",
+}
 SHORT_STAY_COLUMNS = {
     "level": "VARCHAR", "entity": "VARCHAR", "highest_severity_stays": "BIGINT", "short_stays": "BIGINT",
     "short_stay_rate": "DOUBLE", "audited_mcc_stays": "BIGINT", "single_mcc_stays": "BIGINT",

@@ -52,8 +52,9 @@ def peer_comparison(own: pd.DataFrame, peers: pd.DataFrame, key: str) -> pd.Data
 
 
 def facility_target_areas(con: duckdb.DuckDBPyConnection, areas: pd.DataFrame,
-                          peers: pd.DataFrame | None = None) -> pd.DataFrame:
-    """`facility_target_areas` rows (q_value and flagged filled by `facility_flags`).
+                          peers: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`facility_target_areas` rows (q_value and flagged filled by `facility_flags`) and `target_area_peers`
+    (each peer's counts per area and whether it is complete, for the funnel plots).
 
     Facility counts: the universe's billed DRGs (`universe` when it has rows, else `claims`). Peers: the
     `peers` file, else the other facilities of the universe. A peer counts for an area when its denominator
@@ -84,8 +85,14 @@ def facility_target_areas(con: duckdb.DuckDBPyConnection, areas: pd.DataFrame,
         n AS (SELECT target_area, count(DISTINCT drg) AS area_cells FROM _flags_area_drgs GROUP BY ALL)
         SELECT c.*, c.den >= {MIN_COUNT} AND ({not suppressed_file} OR c.cells = n.area_cells) AS complete
         FROM c JOIN n USING (target_area)""").df()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        peer_rows = pd.DataFrame({
+            "target_area": peer["target_area"], "peer_id": peer["peer_id"].astype(str),
+            "numerator": peer["num"], "denominator": peer["den"],
+            "percent": np.where(peer["den"] > 0, 100.0 * peer["num"] / peer["den"], np.nan),
+            "complete": peer["complete"].astype(bool)}).sort_values(["target_area", "peer_id"])
     if own.empty:
-        return pd.DataFrame(columns=list(TARGET_COLUMNS))
+        return pd.DataFrame(columns=list(TARGET_COLUMNS)), peer_rows
     own = own.merge(areas[["target_area", "direction"]], on="target_area")
     frame = peer_comparison(own, peer[peer["complete"]], "target_area")
     incomplete = peer[~peer["complete"]][["peer_id", "target_area"]].merge(own[["entity", "target_area"]],
@@ -103,7 +110,7 @@ def facility_target_areas(con: duckdb.DuckDBPyConnection, areas: pd.DataFrame,
     frame["outlier"] = np.where(usable & high, "high", np.where(usable & low, "low", None))
     frame["p_value"] = np.where(usable & frame["tau2"].notna(), one_sided_p(frame["z_d"], direction), np.nan)
     frame["q_value"], frame["flagged"] = np.nan, False
-    return frame[list(TARGET_COLUMNS)].sort_values(["target_area", "facility_id"]).reset_index(drop=True)
+    return frame[list(TARGET_COLUMNS)].sort_values(["target_area", "facility_id"]).reset_index(drop=True), peer_rows
 
 
 def short_stay_rates(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
