@@ -273,15 +273,14 @@ def test_percentile_rule_suppression_and_flag(con, tmp_path):
     # Percent (871 over 871-872, 100 discharges each): F1 60, F2 10, F3 20, F4 20, F5 25, F6 15; peers of a
     # facility = the five others (denominators 100 >= 11, a complete universe).
     # F1 among 10 15 20 20 25 (sorted): p20 at position 0.8 -> 10 + 0.8 x 5 = 14.0; p80 at 3.2 -> 20 + 0.2 x 5
-    #   = 21.0; 60 >= 21: high. Overdispersion: p0 = 90/500 = .18, sd = sqrt(.18 x .82 / 100) = .038419;
-    #   z = -2.0823 -.7809 .5206 .5206 1.8220; 10th/90th percentiles (linear) -1.5617 / 1.3014;
-    #   winsorised squares 2.4389 .6098 .2710 .2710 1.6936 = 5.2843 (= I phi);
-    #   w = 100 / .1476 = 677.51 each: sum w - sum w^2 / sum w = 4 x 677.51 = 2710.0;
-    #   tau2 = (5.2843 - 4) / 2710.0 = .000474; z_D = .42 / sqrt(.001476 + .000474) = 9.51: flagged.
+    #   = 21.0; 60 >= 21: high. Overdispersion (5 peers: floor(0.5) = 0 z-scores winsorised at each end):
+    #   p0 = 90/500 = .18, sd = sqrt(.18 x .82 / 100) = .038419; z = -2.0823 -.7809 .5206 .5206 1.8220;
+    #   squares 4.3360 .6098 .2710 .2710 3.3197 = 8.8076 (= I phi); w = 100 / .1476 = 677.51 each:
+    #   sum w - sum w^2 / sum w = 4 x 677.51 = 2710.03; tau2 = (8.8076 - 4) / 2710.03 = .001774;
+    #   z_D = .42 / sqrt(.001476 + .001774) = 7.367: flagged.
     # F6 (15) among 10 20 20 25 60: p20 = 10 + 0.8 x 10 = 18.0 -> 15 <= 18: a low outlier (direction both).
-    #   p0 = .27, sd = .044396, z = -3.829 -1.577 -1.577 -.4505 7.433, winsorised at -2.928 / 4.280:
-    #   squares 8.573 2.487 2.487 .203 18.318 = 32.068; tau2 = 28.068 / (4 x 507.36) = .01383;
-    #   z_D = -.12 / sqrt(.001971 + .01383) = -.955, two-sided p = .34: not flagged.
+    #   p0 = .27, sd = .044396, z = -3.8292 -1.5767 -1.5767 -.4505 7.4331, squares sum 75.089;
+    #   tau2 = 71.089 / (4 x 507.357) = .035029; z_D = -.12 / sqrt(.001971 + .035029) = -.624: not flagged.
     # F3 (20) among 10 15 20 25 60: p20 14, p80 25 + 0.2 x 35 = 32: no outlier; midrank (2 + .5) / 5 = 50.
     # F2: numerator 10 < 11 -> suppressed, never an outlier although it is the lowest.
     path = tmp_path / "areas.csv"
@@ -293,11 +292,11 @@ def test_percentile_rule_suppression_and_flag(con, tmp_path):
     assert rows.loc["F3", "peer_p80"] == pytest.approx(32.0) and pd.isna(rows.loc["F3", "outlier"])
     assert rows.loc["F1", "outlier"] == "high"
     assert rows.loc["F1", "peer_p20"] == pytest.approx(14.0) and rows.loc["F1", "peer_p80"] == pytest.approx(21.0)
-    assert rows.loc["F1", "p0"] == pytest.approx(0.18) and rows.loc["F1", "tau2"] == pytest.approx(0.000474, rel=2e-3)
-    assert rows.loc["F1", "z_d"] == pytest.approx(9.51, abs=0.01) and rows.loc["F1", "flagged"]
+    assert rows.loc["F1", "p0"] == pytest.approx(0.18) and rows.loc["F1", "tau2"] == pytest.approx(0.001774, rel=1e-3)
+    assert rows.loc["F1", "z_d"] == pytest.approx(7.367, abs=0.001) and rows.loc["F1", "flagged"]
     assert rows.loc["F6", "peer_p20"] == pytest.approx(18.0) and rows.loc["F6", "outlier"] == "low"
-    assert rows.loc["F6", "tau2"] == pytest.approx(0.01383, rel=2e-3)
-    assert rows.loc["F6", "z_d"] == pytest.approx(-0.955, abs=0.002) and not rows.loc["F6", "flagged"]
+    assert rows.loc["F6", "tau2"] == pytest.approx(0.035029, rel=1e-4)
+    assert rows.loc["F6", "z_d"] == pytest.approx(-0.6239, abs=1e-4) and not rows.loc["F6", "flagged"]
     assert rows.loc["F2", "suppressed"] and pd.isna(rows.loc["F2", "outlier"]) and pd.isna(rows.loc["F2", "p_value"])
     assert not rows.drop(index="F2")["suppressed"].any()
     tested = rows["p_value"].dropna()
@@ -308,7 +307,7 @@ def test_percentile_rule_suppression_and_flag(con, tmp_path):
     flag = got.iloc[0]
     assert flag["flag_id"] == "facility:target_area_outlier:F1:test_area"
     assert flag["observed"] == pytest.approx(0.60) and flag["expected"] == pytest.approx(0.18)
-    assert flag["n"] == 100 and flag["statistic"] == pytest.approx(9.51, abs=0.01) and flag["q_value"] < 0.025
+    assert flag["n"] == 100 and flag["statistic"] == pytest.approx(7.367, abs=0.001) and flag["q_value"] < 0.025
     assert pd.isna(flag["exposure"])
     ev = evidence(flag)
     assert len(ev["claims"]) == 60 and all(c.startswith("F1-871") for c in ev["claims"]) and ev["codes"] == ["871"]
@@ -328,36 +327,47 @@ def test_outlier_at_the_80th_percentile_itself(con, tmp_path):
 
 
 def test_overdispersed_z_worked_example(con, tmp_path):
-    """Spiegelhalter's additive random-effects funnel, by hand. Peers (a file with a cell under 11, so
-    complete): 871 over 871 + 872 = 10, 15, 20, 25, 30 of 100 each; F1 (the audited facility) 40 of 100.
+    """Spiegelhalter's additive random-effects funnel, by hand. Ten peers (a file with a cell under 11, so
+    complete): 871 over 871 + 872 = 8, 14, 16, 18, 20, 20, 22, 24, 26, 32 of 100 each; F1 (the audited
+    facility) 40 of 100.
 
-        p0 = (10 + 15 + 20 + 25 + 30) / 500 = 0.2;  sd = sqrt(0.2 x 0.8 / 100) = 0.04
-        peer z = (y - 0.2) / 0.04 = -2.5, -1.25, 0, 1.25, 2.5
-        winsorised at the 10th / 90th percentiles (linear, position 0.4 / 3.6): -2.5 + 0.4 x 1.25 = -2.0, 2.0
-            -> -2, -1.25, 0, 1.25, 2;  phi = (4 + 1.5625 + 0 + 1.5625 + 4) / 5 = 2.225
-        w_i = 1 / 0.04^2 = 625;  sum w = 3125;  sum w^2 / sum w = 625
-        tau2 = (5 x 2.225 - 4) / (3125 - 625) = 7.125 / 2500 = 0.00285
-        F1: y = 0.4;  z = 0.2 / 0.04 = 5;  z_D = 0.2 / sqrt(0.0016 + 0.00285) = 0.2 / 0.0667083 = 2.99813
-        direction both: p = 2 x P(Z >= 2.99813) = 2 x 0.0013582 = 0.0027164
+        p0 = 200 / 1000 = 0.2;  sd = sqrt(0.2 x 0.8 / 100) = 0.04
+        peer z = (y - 0.2) / 0.04 = -3, -1.5, -1, -0.5, 0, 0, 0.5, 1, 1.5, 3
+        winsorised at 10% / 90%: floor(0.1 x 10) = 1 z-score at each end set to the next one inward:
+            -1.5, -1.5, -1, -0.5, 0, 0, 0.5, 1, 1.5, 1.5;  I phi = sum of squares = 11.5
+        w_i = 1 / 0.04^2 = 625;  sum w = 6250;  sum w^2 / sum w = 625
+        tau2 = (11.5 - 9) / (6250 - 625) = 2.5 / 5625 = 0.00044444
+        F1: y = 0.4;  z = 0.2 / 0.04 = 5;  z_D = 0.2 / sqrt(0.0016 + 0.00044444) = 0.2 / 0.0452155 = 4.42326
+        direction both: p = 2 x P(Z >= 4.42326) = 2 x 4.8612e-6 = 9.7224e-6
         the only facility test of the run (F1's short stays are suppressed): q = p < 0.025
-        peers' p20 = 10 + 0.8 x 5 = 14, p80 = 25 + 0.2 x 5 = 26: 40 >= 26, high -> flagged
+        peers' p20 at position 1.8 = 14 + 0.8 x 2 = 15.6, p80 at 7.2 = 24 + 0.2 x 2 = 24.4: 40 >= 24.4, high
     """
     path = tmp_path / "areas.csv"
     path.write_text(AREA_CSV)
     warehouse(con, universe=_area_universe({"F1": 40}))
-    cells = [(f"P{i}", drg, n) for i, pct in enumerate((10, 15, 20, 25, 30), start=1)
+    cells = [(f"P{i:02d}", drg, n) for i, pct in enumerate((8, 14, 16, 18, 20, 20, 22, 24, 26, 32), start=1)
              for drg, n in (("871", pct), ("872", 100 - pct))]
     assert flags.build_flags(con, peers=_peer_cells(cells), target_areas_path=path)["facility"] == 1
     row = con.execute("SELECT * FROM facility_target_areas").df().iloc[0]
-    assert row["p0"] == pytest.approx(0.2) and row["tau2"] == pytest.approx(0.00285)
-    assert row["z"] == pytest.approx(5.0) and row["z_d"] == pytest.approx(2.99813, abs=1e-5)
-    assert row["p_value"] == pytest.approx(0.0027164, rel=1e-3)
-    assert row["p_value"] == pytest.approx(2 * norm.sf(0.2 / math.sqrt(0.0016 + 0.00285)))
+    assert row["p0"] == pytest.approx(0.2) and row["tau2"] == pytest.approx(2.5 / 5625)
+    assert row["z"] == pytest.approx(5.0) and row["z_d"] == pytest.approx(4.42326, abs=1e-5)
+    assert row["p_value"] == pytest.approx(9.7224e-6, rel=1e-4)
+    assert row["p_value"] == pytest.approx(2 * norm.sf(0.2 / math.sqrt(0.0016 + 2.5 / 5625)))
     assert row["q_value"] == row["p_value"] and row["flagged"] and row["outlier"] == "high"
-    assert (row["peer_p20"], row["peer_p80"], row["peers"], row["peers_incomplete"]) == (14.0, 26.0, 5, 0)
-    lim = flags.overdispersed_limits(0.2, 0.00285, 100)    # the funnel drawn on the compliance page
-    assert float(lim["upper_95"]) == pytest.approx(0.2 + 1.959964 * 0.0667083, rel=1e-5)
-    assert float(lim["lower_998"]) == 0.0                   # 0.2 - 3.0902 x 0.0667 < 0: kept at 0
+    assert (row["peer_p20"], row["peer_p80"], row["peers"], row["peers_incomplete"]) == (
+        pytest.approx(15.6), pytest.approx(24.4), 10, 0)
+    lim = flags.overdispersed_limits(0.2, 2.5 / 5625, 100)    # the funnel drawn on the compliance page
+    assert float(lim["upper_95"]) == pytest.approx(0.2 + 1.959964 * 0.0452155, rel=1e-5)
+    assert float(lim["lower_998"]) == pytest.approx(0.2 - 3.090232 * 0.0452155, rel=1e-5)
+
+
+def test_winsorising_below_ten_peers_changes_nothing():
+    # Five peers (den 100): 10, 15, 20, 25, 30 -> p0 = 0.2, z = -2.5 -1.25 0 1.25 2.5; floor(0.5) = 0
+    # winsorised; I phi = 6.25 + 1.5625 + 0 + 1.5625 + 6.25 = 15.625; tau2 = (15.625 - 4) / (5 x 625 - 625)
+    # = 11.625 / 2500 = 0.00465
+    num = np.array([[10, 15, 20, 25, 30]], dtype=float)
+    got = flags.overdispersion(num, np.full((1, 5), 100.0), np.ones((1, 5), dtype=bool))
+    assert got["p0"][0] == pytest.approx(0.2) and got["tau2"][0] == pytest.approx(0.00465)
 
 
 def test_short_stay_rates_by_hand(con):

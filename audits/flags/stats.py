@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 from scipy.stats import hypergeom, norm
 
-WINSOR_LOW, WINSOR_HIGH = 10.0, 90.0   # Spiegelhalter 2005: z-scores winsorised at 10% / 90%
+WINSOR_SHARE = 0.10   # Spiegelhalter 2005: the 10% most extreme z-scores at each end are winsorised
 Z_95, Z_998 = float(norm.ppf(0.975)), float(norm.ppf(0.999))
 
 
@@ -74,7 +74,9 @@ def overdispersion(num: np.ndarray, den: np.ndarray, mask: np.ndarray) -> dict[s
 
         p0   = sum(num) / sum(den) over the peers
         z_i  = (y_i - p0) / sqrt(p0 (1 - p0) / n_i)            y_i = num_i / den_i, n_i = den_i
-        z_i winsorised: below the peers' 10th percentile set to it, above the 90th set to it
+        z_i winsorised at 10% / 90%: the k = floor(0.1 I) smallest set to the (k+1)-th smallest, the k
+        largest to the (k+1)-th largest (Spiegelhalter 2005: "the 10% most extreme z-scores"; with fewer
+        than 10 peers none is changed)
         phi  = mean(z_i^2);  w_i = n_i / (p0 (1 - p0))
         tau2 = max(0, (I phi - (I - 1)) / (sum w - sum w^2 / sum w))     (I = number of peers)
 
@@ -88,8 +90,11 @@ def overdispersion(num: np.ndarray, den: np.ndarray, mask: np.ndarray) -> dict[s
         p0 = np.where(mask, num, 0).sum(axis=1) / np.where(mask, den, 0).sum(axis=1)
         var1 = (p0 * (1 - p0))[:, None]
         z = np.where(mask, (num / den - p0[:, None]) / np.sqrt(var1 / den), np.nan)
-        lo = np.nanpercentile(z, WINSOR_LOW, axis=1, keepdims=True)
-        hi = np.nanpercentile(z, WINSOR_HIGH, axis=1, keepdims=True)
+        ordered = np.sort(z, axis=1)                     # NaN (not a peer) sorts last
+        k = np.floor(WINSOR_SHARE * peers).astype(int)
+        rows = np.arange(len(peers))
+        lo = ordered[rows, np.minimum(k, ordered.shape[1] - 1)][:, None]
+        hi = ordered[rows, np.clip(peers - 1 - k, 0, ordered.shape[1] - 1)][:, None]
         phi = np.nanmean(np.clip(z, lo, hi) ** 2, axis=1)
         w = np.where(mask, den / var1, 0.0)
         sw, sw2 = w.sum(axis=1), (w ** 2).sum(axis=1)
