@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -468,6 +469,30 @@ def test_peers_file_with_small_cells_is_taken_as_complete(con, tmp_path):
     row = con.execute("SELECT * FROM facility_target_areas").df().iloc[0]
     assert (row["peers"], row["peers_incomplete"]) == (6, 0)
     assert (row["peer_p20"], row["peer_p80"]) == (pytest.approx(20.0), pytest.approx(30.0))
+
+
+NY_EXTRACT = Path(__file__).parent / "fixtures" / "peers" / "cms_inpatient_by_provider_and_service_dy2022_ny_extract.csv"
+
+
+def test_real_cms_peers_incomplete_hospitals_are_left_out(con, tmp_path):
+    # CMS NY DY2022 (fixture, counted from the file): 120 hospitals report at least one of DRGs 193-195, only 8
+    # report all three (35 report 193 alone and would score a 100% MCC share). The 8, 193 / (193 + 194 + 195):
+    # 39.0947 50.0 53.8462 61.6216 61.8138 63.7097 65.7980 71.1061 (%); p20 at position 1.4 = 50.0 + 0.4 x
+    # 3.8462 = 51.5385; p80 at 5.6 = 63.7097 + 0.6 x 2.0883 = 64.9627; pooled 1187 / 1961 = 0.605303.
+    # F1 (193 x30, 194 x50, 195 x20) = 30% <= p20: a low outlier.
+    from audits.peers import read_peers
+
+    path = tmp_path / "areas.csv"
+    path.write_text("target_area,numerator_drgs,denominator_drgs,direction\nmcc_share_193_195,193,193-195,both\n")
+    warehouse(con, universe=pd.concat([stays("F1", "193", 30), stays("F1", "194", 50), stays("F1", "195", 20)],
+                                      ignore_index=True))
+    flags.build_flags(con, peers=read_peers([NY_EXTRACT]), target_areas_path=path)
+    row = con.execute("SELECT * FROM facility_target_areas").df().iloc[0]
+    assert (row["peers"], row["peers_incomplete"]) == (8, 112)
+    assert row["peer_p20"] == pytest.approx(51.5385, abs=1e-4) and row["peer_p80"] == pytest.approx(64.9627, abs=1e-4)
+    assert row["p0"] == pytest.approx(1187 / 1961) and row["outlier"] == "low"
+    peers = con.execute("SELECT count(*) FILTER (WHERE complete), count(*) FROM target_area_peers").fetchall()[0]
+    assert peers == (8, 120)
 
 
 def test_family_areas_from_table5():
