@@ -142,20 +142,27 @@ def leave_one_out(args, peers) -> dict:
     per_area = tested.groupby("target_area").agg(hospitals=("facility_id", "size"), outliers=("outlier", "count"),
                                                  flagged=("flag_own", "sum"), tau2=("tau2", "median"))
     per_area["share"] = per_area["flagged"] / per_area["hospitals"]
+    per_area["low"], per_area["high"] = wilson_interval(per_area["flagged"], per_area["hospitals"])
     per_area = per_area.sort_values(["share", "hospitals"], ascending=[False, False])
     hospitals = rows["facility_id"].nunique()
     any_flag = tested.groupby("facility_id")["flag_own"].any()
     print(f"leave-one-out on {Path(args.peers).name}: {hospitals} hospitals, {len(per_area)} target areas tested "
           f"(hospitals complete for the area, numerator and denominator >= 11)")
-    print(f"{'target area':32} {'tested':>6} {'PEPPER outliers':>15} {'flagged':>7} {'share':>6} {'median tau2':>11}")
+    print(f"{'target area':32} {'tested':>6} {'PEPPER outliers':>15} {'flagged':>7} {'share':>6} {'Wilson 95%':>15} "
+          f"{'median tau2':>11}")
     for area, r in per_area.iterrows():
         print(f"{area:32} {int(r['hospitals']):>6} {int(r['outliers']):>15} {int(r['flagged']):>7} "
-              f"{r['share']:>6.1%} {r['tau2']:>11.2g}")
+              f"{r['share']:>6.1%} {r['low']:>6.1%}-{r['high']:>6.1%} {r['tau2']:>11.2g}")
+    total_low, total_high = wilson_interval(int(per_area["flagged"].sum()), int(per_area["hospitals"].sum()))
+    print(f"all areas: {int(per_area['flagged'].sum())} flags of {int(per_area['hospitals'].sum())} hospital-area tests "
+          f"({per_area['flagged'].sum() / max(per_area['hospitals'].sum(), 1):.1%}, Wilson 95% {total_low:.1%} to "
+          f"{total_high:.1%})")
     worst = float(per_area["share"].max()) if len(per_area) else float("nan")
     print(f"largest share flagged in one area: {worst:.1%}; areas above 5%: {int((per_area['share'] > 0.05).sum())}; "
           f"hospitals with >= 1 flag: {int(any_flag.sum())} of {len(any_flag)}")
     return {"mode": "leave_one_out", "peers": Path(args.peers).name, "hospitals": hospitals,
-            "areas": len(per_area), "max_area_share": worst, "areas_above_5pct": int((per_area["share"] > 0.05).sum()),
+            "areas": len(per_area), "max_area_share": worst, "tests": int(per_area["hospitals"].sum()),
+            "flags": int(per_area["flagged"].sum()), "areas_above_5pct": int((per_area["share"] > 0.05).sum()),
             "hospitals_with_flag": int(any_flag.sum()),
             "per_area": {a: {"tested": int(r["hospitals"]), "flagged": int(r["flagged"])}
                          for a, r in per_area.iterrows()}}

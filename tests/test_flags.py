@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import false_discovery_control, fisher_exact, norm
+from scipy.stats import false_discovery_control, fisher_exact
 
 from audits import flags
 from audits.regroup import EMPTY_SCHEMAS
@@ -339,7 +339,11 @@ def test_overdispersed_z_worked_example(con, tmp_path):
         w_i = 1 / 0.04^2 = 625;  sum w = 6250;  sum w^2 / sum w = 625
         tau2 = (11.5 - 9) / (6250 - 625) = 2.5 / 5625 = 0.00044444
         F1: y = 0.4;  z = 0.2 / 0.04 = 5;  z_D = 0.2 / sqrt(0.0016 + 0.00044444) = 0.2 / 0.0452155 = 4.42326
-        direction both: p = 2 x P(Z >= 4.42326) = 2 x 4.8612e-6 = 9.7224e-6
+        p: the pooled rate's own variance var_p0 = 0.16 / 1000 + tau2 x (10 x 100^2) / 1000^2
+            = 0.00016 + 0.000044444 = 0.00020444;  rho = (0.00044444 + 0.00020444) / 0.16 = 0.0040556;
+            1/rho - 1 = 245.575: X ~ beta-binomial(100, a = 0.2 x 245.575 = 49.115, b = 196.460);
+            P(X >= 40) = sum_{k=40..100} C(100,k) B(k+a, 100-k+b) / B(a,b) = 1.05585e-4 (summed below);
+            direction both: p = 2 x 1.05585e-4 = 2.1117e-4
         the only facility test of the run (F1's short stays are suppressed): q = p < 0.025
         peers' p20 at position 1.8 = 14 + 0.8 x 2 = 15.6, p80 at 7.2 = 24 + 0.2 x 2 = 24.4: 40 >= 24.4, high
     """
@@ -352,8 +356,14 @@ def test_overdispersed_z_worked_example(con, tmp_path):
     row = con.execute("SELECT * FROM facility_target_areas").df().iloc[0]
     assert row["p0"] == pytest.approx(0.2) and row["tau2"] == pytest.approx(2.5 / 5625)
     assert row["z"] == pytest.approx(5.0) and row["z_d"] == pytest.approx(4.42326, abs=1e-5)
-    assert row["p_value"] == pytest.approx(9.7224e-6, rel=1e-4)
-    assert row["p_value"] == pytest.approx(2 * norm.sf(0.2 / math.sqrt(0.0016 + 2.5 / 5625)))
+    a, b = 0.2 * 245.575342, 0.8 * 245.575342
+
+    def log_beta(x, y):
+        return math.lgamma(x) + math.lgamma(y) - math.lgamma(x + y)
+
+    upper = sum(math.comb(100, k) * math.exp(log_beta(k + a, 100 - k + b) - log_beta(a, b)) for k in range(40, 101))
+    assert upper == pytest.approx(1.05585e-4, rel=1e-4)
+    assert row["p_value"] == pytest.approx(2 * upper, rel=1e-6)
     assert row["q_value"] == row["p_value"] and row["flagged"] and row["outlier"] == "high"
     assert (row["peer_p20"], row["peer_p80"], row["peers"], row["peers_incomplete"]) == (
         pytest.approx(15.6), pytest.approx(24.4), 10, 0)

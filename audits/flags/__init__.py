@@ -76,13 +76,13 @@ from audits.flags.common import (FLAG_COLUMNS, FUNNEL_COLUMNS, MIN_COUNT, PEER_C
                                  load_target_areas, load_watchlist, normalise_peers, temp_table, universe_source,
                                  weights_for, write_table)
 from audits.flags.facility import facility_flags, facility_target_areas, short_stay_rates
-from audits.flags.stats import (bh_qvalues, coder_limits, fisher_p, one_sided_p, overdispersed_limits,
+from audits.flags.stats import (bh_qvalues, coder_limits, fisher_p, overdispersed_limits, overdispersed_p,
                                 overdispersed_z, overdispersion, percentile_rank)
 
 __all__ = [
     "FLAG_COLUMNS", "FUNNEL_COLUMNS", "MIN_COUNT", "PEER_COLUMNS", "Q_THRESHOLD", "RULE_COLUMNS", "RULES", "SHORT_STAY_COLUMNS",
     "TARGET_COLUMNS", "bh_qvalues", "build_flags", "coder_limits", "drg_reference", "family_areas", "fisher_p",
-    "flag_summary", "load_target_areas", "load_watchlist", "normalise_peers", "one_sided_p", "overdispersed_limits",
+    "flag_summary", "load_target_areas", "load_watchlist", "normalise_peers", "overdispersed_limits", "overdispersed_p",
     "overdispersed_z", "overdispersion", "percentile_rank",
 ]
 

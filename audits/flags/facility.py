@@ -11,7 +11,7 @@ import pandas as pd
 
 from audits.flags.common import (FLAG_COLUMNS, MIN_COUNT, Q_THRESHOLD, SHORT_STAY_FACTOR, TARGET_COLUMNS,
                                  normalise_peers, severity_sql, temp_table, universe_source)
-from audits.flags.stats import bh_qvalues, one_sided_p, overdispersed_z, overdispersion
+from audits.flags.stats import bh_qvalues, overdispersed_p, overdispersed_z, overdispersion
 from audits.codes import fiscal_year_sql
 
 HIGH_PERCENTILE, LOW_PERCENTILE = 80.0, 20.0
@@ -46,8 +46,8 @@ def peer_comparison(own: pd.DataFrame, peers: pd.DataFrame, key: str) -> pd.Data
         z, z_d = overdispersed_z(mine["num"], mine["den"], od["p0"], od["tau2"])
         parts.append(mine.assign(percent=mine_pct, peers=count, peer_p20=p20, peer_p80=p80,
                                  peer_percentile=np.where(count > 0, rank, np.nan), p0=od["p0"], tau2=od["tau2"],
-                                 z=z, z_d=z_d))
-    extra = ["percent", "peers", "peer_p20", "peer_p80", "peer_percentile", "p0", "tau2", "z", "z_d"]
+                                 var_p0=od["var_p0"], z=z, z_d=z_d))
+    extra = ["percent", "peers", "peer_p20", "peer_p80", "peer_percentile", "p0", "tau2", "var_p0", "z", "z_d"]
     return pd.concat(parts, ignore_index=True) if parts else own.assign(**{c: np.nan for c in extra})
 
 
@@ -108,7 +108,8 @@ def facility_target_areas(con: duckdb.DuckDBPyConnection, areas: pd.DataFrame,
     high = direction.isin(["high", "both"]) & (pct >= frame["peer_p80"])
     low = direction.isin(["low", "both"]) & (pct <= frame["peer_p20"])
     frame["outlier"] = np.where(usable & high, "high", np.where(usable & low, "low", None))
-    frame["p_value"] = np.where(usable & frame["tau2"].notna(), one_sided_p(frame["z_d"], direction), np.nan)
+    frame["p_value"] = np.where(usable & frame["tau2"].notna(), overdispersed_p(
+        frame["numerator"], frame["denominator"], frame["p0"], frame["tau2"], frame["var_p0"], direction), np.nan)
     frame["q_value"], frame["flagged"] = np.nan, False
     return frame[list(TARGET_COLUMNS)].sort_values(["target_area", "facility_id"]).reset_index(drop=True), peer_rows
 
@@ -172,10 +173,13 @@ def short_stay_rates(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     entity = frame.loc[idx, "entity"]
     for column in ("peers", "peer_p80", "p0", "tau2", "z_d"):
         frame.loc[idx, column] = entity.map(got[column]).to_numpy(dtype="float64")
+    var_p0 = entity.map(got["var_p0"]).to_numpy(dtype="float64")
     frame["peer_p80"] = frame["peer_p80"] / 100.0   # a proportion, like short_stay_rate
     testable = ~frame.loc[idx, "suppressed"].astype(bool) & frame.loc[idx, "tau2"].notna() \
         & (frame.loc[idx, "peers"] > 0)
-    frame.loc[idx, "p_value"] = np.where(testable, one_sided_p(frame.loc[idx, "z_d"], "high"), np.nan)
+    p = overdispersed_p(frame.loc[idx, "short_stays"], frame.loc[idx, "highest_severity_stays"], frame.loc[idx, "p0"],
+                        frame.loc[idx, "tau2"], var_p0, "high")
+    frame.loc[idx, "p_value"] = np.where(testable, p, np.nan)
     return frame
 
 
