@@ -87,8 +87,9 @@ EMPTY_SCHEMAS = {
         "audited_drg VARCHAR, audited_mdc VARCHAR, audited_weight DOUBLE, audited_payment DOUBLE, "
         "audited_principal_dx VARCHAR, audited_discharge_status VARCHAR, delta DOUBLE, direction VARCHAR, "
         "drg_changed BOOLEAN, change_drivers VARCHAR, original_return_code VARCHAR, original_mcc_codes VARCHAR, "
-        "original_cc_codes VARCHAR, original_severity_codes VARCHAR, audited_return_code VARCHAR, audited_mcc_codes VARCHAR, "
-        "audited_cc_codes VARCHAR, drg_family VARCHAR, billed_drg_mismatch BOOLEAN, grouper VARCHAR"),
+        "original_cc_codes VARCHAR, original_severity_codes VARCHAR, audited_return_code VARCHAR, "
+        "audited_mcc_codes VARCHAR, audited_cc_codes VARCHAR, drg_family VARCHAR, billed_drg_mismatch BOOLEAN, "
+        "grouper VARCHAR"),
     "regroup_findings": "claim_id VARCHAR, side VARCHAR, finding VARCHAR, detail VARCHAR",
     "revenue_impact": (
         "breakdown VARCHAR, breakdown_value VARCHAR, claims BIGINT, changed BIGINT, upgraded BIGINT, "

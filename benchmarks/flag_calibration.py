@@ -66,7 +66,8 @@ def demo_run(folder: Path, config: DemoConfig, peers: pd.DataFrame | None) -> tu
                 SELECT q_value AS q FROM coder_funnel
                 UNION ALL SELECT q_value FROM facility_target_areas WHERE outlier IS NOT NULL
                 UNION ALL SELECT q_value FROM short_stay_rates
-                          WHERE level = 'facility' AND NOT suppressed AND short_stay_rate >= peer_p80)""").fetchall()[0][0]
+                          WHERE level = 'facility' AND NOT suppressed AND short_stay_rate >= peer_p80)
+            """).fetchall()[0][0]
         return found, float("nan") if smallest is None else float(smallest)
     finally:
         con.close()
@@ -97,7 +98,8 @@ def clean_seeds(args, peers) -> dict:
         print(f"  had the threshold been q < {threshold}: {hits} of {args.seeds} runs with a flag")
     return {"mode": "clean_seeds", "first_seed": first, "seeds": args.seeds, "claims": args.claims,
             "audited": args.audited, "peers": Path(args.peers).name if args.peers else None,
-            "runs_with_flag": len(with_flag), "share": share, "runs_with_flag_at": at, "wilson_95": [low, high], "flagged_seeds": with_flag,
+            "runs_with_flag": len(with_flag), "share": share, "runs_with_flag_at": at, "wilson_95": [low, high],
+            "flagged_seeds": with_flag,
             "seconds_per_seed": round(seconds / args.seeds, 2)}
 
 
@@ -121,8 +123,9 @@ def leave_one_out(args, peers) -> dict:
     try:
         con.register("universe_frame", universe)
         con.execute("""CREATE TABLE universe AS
-            SELECT 'x' || row_number() OVER () AS claim_id, provider_id AS facility_id, CAST(NULL AS VARCHAR) AS coder_id,
-                   drg AS billed_drg, CAST(NULL AS DATE) AS admit_date, CAST(NULL AS DATE) AS discharge_date
+            SELECT 'x' || row_number() OVER () AS claim_id, provider_id AS facility_id,
+                   CAST(NULL AS VARCHAR) AS coder_id, drg AS billed_drg, CAST(NULL AS DATE) AS admit_date,
+                   CAST(NULL AS DATE) AS discharge_date
             FROM universe_frame""")
         con.unregister("universe_frame")
         con.execute("CREATE TABLE claims AS SELECT * FROM universe LIMIT 0")
@@ -154,7 +157,8 @@ def leave_one_out(args, peers) -> dict:
         print(f"{area:32} {int(r['hospitals']):>6} {int(r['outliers']):>15} {int(r['flagged']):>7} "
               f"{r['share']:>6.1%} {r['low']:>6.1%}-{r['high']:>6.1%} {r['tau2']:>11.2g}")
     total_low, total_high = wilson_interval(int(per_area["flagged"].sum()), int(per_area["hospitals"].sum()))
-    print(f"all areas: {int(per_area['flagged'].sum())} flags of {int(per_area['hospitals'].sum())} hospital-area tests "
+    print(f"all areas: {int(per_area['flagged'].sum())} flags of {int(per_area['hospitals'].sum())} "
+          f"hospital-area tests "
           f"({per_area['flagged'].sum() / max(per_area['hospitals'].sum(), 1):.1%}, Wilson 95% {total_low:.1%} to "
           f"{total_high:.1%})")
     worst = float(per_area["share"].max()) if len(per_area) else float("nan")

@@ -428,7 +428,8 @@ def target_area_funnel_figure(areas: pd.DataFrame, peers: pd.DataFrame | None) -
                 fig.add_trace(go.Scatter(
                     x=grid.tolist(), y=np.round(limits[f"{bound}_{name}"], 6).tolist(), mode="lines",
                     line={"dash": dash, "color": "#555", "width": 1.2}, name=label, legendgroup=label,
-                    showlegend=bound == "upper", hovertemplate=f"{label} ({bound}) at n=%{{x}}: %{{y:.1%}}<extra></extra>"))
+                    showlegend=bound == "upper",
+                    hovertemplate=f"{label} ({bound}) at n=%{{x}}: %{{y:.1%}}<extra></extra>"))
         fig.add_trace(go.Scatter(x=[grid[0], grid[-1]], y=[p0, p0], mode="lines", name=f"peers' pooled {p0:.1%}",
                                  line={"color": "#888", "width": 1}, hoverinfo="skip"))
         flagged = mine["flagged"].fillna(False).astype(bool)

@@ -481,7 +481,8 @@ def test_peers_file_with_small_cells_is_taken_as_complete(con, tmp_path):
     assert (row["peer_p20"], row["peer_p80"]) == (pytest.approx(20.0), pytest.approx(30.0))
 
 
-NY_EXTRACT = Path(__file__).parent / "fixtures" / "peers" / "cms_inpatient_by_provider_and_service_dy2022_ny_extract.csv"
+NY_EXTRACT = Path(__file__).parent / "fixtures" / "peers" / \
+    "cms_inpatient_by_provider_and_service_dy2022_ny_extract.csv"
 
 
 def test_real_cms_peers_incomplete_hospitals_are_left_out(con, tmp_path):

@@ -80,7 +80,8 @@ from audits.flags.stats import (bh_qvalues, coder_limits, fisher_p, overdisperse
                                 overdispersed_z, overdispersion, percentile_rank)
 
 __all__ = [
-    "FLAG_COLUMNS", "FUNNEL_COLUMNS", "MIN_COUNT", "PEER_COLUMNS", "Q_THRESHOLD", "RULE_COLUMNS", "RULES", "SHORT_STAY_COLUMNS",
+    "FLAG_COLUMNS", "FUNNEL_COLUMNS", "MIN_COUNT", "PEER_COLUMNS", "Q_THRESHOLD", "RULE_COLUMNS", "RULES",
+    "SHORT_STAY_COLUMNS",
     "TARGET_COLUMNS", "bh_qvalues", "build_flags", "coder_limits", "drg_reference", "family_areas", "fisher_p",
     "flag_summary", "load_target_areas", "load_watchlist", "normalise_peers", "overdispersed_limits", "overdispersed_p",
     "overdispersed_z", "overdispersion", "percentile_rank",
