@@ -9,10 +9,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from audits.codes import fiscal_year_sql
 from audits.flags.common import (FLAG_COLUMNS, MIN_COUNT, Q_THRESHOLD, SHORT_STAY_FACTOR, TARGET_COLUMNS,
                                  normalise_peers, severity_sql, temp_table, universe_source)
 from audits.flags.stats import bh_qvalues, overdispersed_p, overdispersed_z, overdispersion
-from audits.codes import fiscal_year_sql
 
 HIGH_PERCENTILE, LOW_PERCENTILE = 80.0, 20.0
 
@@ -36,8 +36,9 @@ def peer_comparison(own: pd.DataFrame, peers: pd.DataFrame, key: str) -> pd.Data
         with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)   # entities without any peer
             pct = np.where(mask, 100.0 * num / den, np.nan)
-            p20 = np.nanpercentile(pct, 20, axis=1) if pct.shape[1] else np.full(len(mine), np.nan)
-            p80 = np.nanpercentile(pct, 80, axis=1) if pct.shape[1] else np.full(len(mine), np.nan)
+            none = np.full(len(mine), np.nan)
+            p20 = np.nanpercentile(pct, LOW_PERCENTILE, axis=1) if pct.shape[1] else none
+            p80 = np.nanpercentile(pct, HIGH_PERCENTILE, axis=1) if pct.shape[1] else none
             mine_pct = 100.0 * mine["num"].to_numpy(dtype="float64") / mine["den"].to_numpy(dtype="float64")
             count = mask.sum(axis=1)
             rank = 100.0 * ((pct < mine_pct[:, None]).sum(axis=1) + 0.5 * (pct == mine_pct[:, None]).sum(axis=1)) \
