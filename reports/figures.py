@@ -394,9 +394,10 @@ def _area_order(areas: pd.DataFrame) -> list[str]:
 def target_area_funnel_figure(areas: pd.DataFrame, peers: pd.DataFrame | None) -> go.Figure | None:
     """One funnel plot per target area (a menu picks the area): each complete peer's percent against its
     denominator, the peers' pooled rate p0 and Spiegelhalter's overdispersed 95% / 99.8% limits
-    (audits.flags.overdispersed_limits, tau2 over all the complete peers), and the audited facilities
-    highlighted (red when flagged). A facility's own test leaves itself out of its peers, so its p0 and
-    tau2 (in the table) can differ slightly from the funnel's when it is also a peer."""
+    (audits.flags.overdispersed_limits, tau2 over the complete peers other than the flagged facilities), and
+    the audited facilities highlighted (red when flagged). A facility's own test leaves itself out of its
+    peers, so its p0 and tau2 (in the table and its hover) can differ slightly from the funnel's when it is
+    also a peer (peers from the claims universe)."""
     from audits.flags import overdispersed_limits, overdispersion
 
     if peers is None or areas.empty or "p0" not in areas:
@@ -405,7 +406,8 @@ def target_area_funnel_figure(areas: pd.DataFrame, peers: pd.DataFrame | None) -
     fig, spans, labels = go.Figure(), [], []
     for area in _area_order(areas):
         mine = areas[(areas["target_area"] == area) & ~areas["suppressed"].fillna(False).astype(bool)]
-        theirs = complete[complete["target_area"] == area]
+        theirs = complete[(complete["target_area"] == area)
+                          & ~complete["peer_id"].isin(mine.loc[mine["flagged"].fillna(False).astype(bool), "facility_id"])]
         if len(theirs) < 2 or mine.empty:
             continue
         num, den = theirs["numerator"].to_numpy(dtype="float64"), theirs["denominator"].to_numpy(dtype="float64")
