@@ -85,7 +85,8 @@ RULES = pd.DataFrame([
      "PEPPER target area: the facility's percent of billed DRGs against its complete peers. observed = facility "
      "rate, expected = peers' pooled rate p0, n = denominator, statistic = overdispersed z score z_D.",
      f"percent >= peers' 80th percentile (high) or <= 20th (low, coding targets); numerator and denominator "
-     f">= {MIN_COUNT}; Spiegelhalter overdispersed z test (one-sided in the area's direction), "
+     f">= {MIN_COUNT}; Spiegelhalter overdispersed test (beta-binomial tail with the peers' pooled rate and "
+     f"between-hospital variance tau2, one-sided in the area's direction, two-sided for 'both'), "
      f"Benjamini-Hochberg q < {Q_THRESHOLD} across facility tests; severity {_Q_SEVERITY}",
      "CMS ST PEPPER target areas; audits/data/target_areas.csv (see TARGET_AREAS.md); Spiegelhalter, "
      "Stat Med 2005;24:1185-1202"),
@@ -93,7 +94,7 @@ RULES = pd.DataFrame([
      "Highest-severity (WITH MCC) stays shorter than 0.8 x the DRG's geometric mean length of stay. "
      "observed = facility short-stay rate, expected = peer facilities' pooled rate p0, statistic = z_D.",
      f"stays and short stays >= {MIN_COUNT}; rate >= the peer facilities' 80th percentile; one-sided "
-     f"overdispersed z test, Benjamini-Hochberg q < {Q_THRESHOLD} across facility tests; severity {_Q_SEVERITY}",
+     f"overdispersed test (as for target areas), Benjamini-Hochberg q < {Q_THRESHOLD} across facility tests; severity {_Q_SEVERITY}",
      "OIG OEI-02-18-00380; CMS IPPS Table 5 geometric mean LOS"),
 ], columns=list(RULE_COLUMNS))
 
