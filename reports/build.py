@@ -537,7 +537,7 @@ def _compliance_page(data: dict, subtitle: str) -> str:
                   "or above the peers' 80th percentile is a high outlier, at or below the 20th a low one. A "
                   "facility is flagged when it is an outlier and its overdispersed z test (Spiegelhalter 2005: "
                   "the peers' pooled rate plus the real variation between hospitals, \u03c4\u00b2) has a "
-                  "Benjamini-Hochberg q under 0.025. The funnel shows each complete peer, the 95% and 99.8% "
+                  "Benjamini-Hochberg q under 0.01. The funnel shows each complete peer, the 95% and 99.8% "
                   "limits and the audited facilities (pick the area in the menu). Counts under 11 are "
                   "suppressed.", section_id="target-areas"))
 

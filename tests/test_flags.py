@@ -119,7 +119,7 @@ def test_coder_rule_fisher_bh_and_evidence(con):
     # A: n = 12, P(X >= 7) = 1 - F(6) = 1 - .99916837 = .00083163 (terms in test_coder_limits_by_hand);
     #    rest of the audit 5 of 50 = 0.1
     # B: n = 20, P(X >= 2) = .95525; C: n = 25, P(X >= 3) = .94087 (same sums of C(12,k) C(50,n-k) / C(62,n))
-    # BH (m = 3): q(A) = 3 x .00083163 = .0024949 < 0.025: A flagged; q(C) = min(.94087 x 3/2, .95525) = .95525
+    # BH (m = 3): q(A) = 3 x .00083163 = .0024949 < 0.01: A flagged; q(C) = min(.94087 x 3/2, .95525) = .95525
     regroup = pd.concat([_regroup_rows("A", 12, [-100, -200, -300, -400, -500, -600, -700]),
                          _regroup_rows("B", 20, [-50, -60]), _regroup_rows("C", 25, [-10, -20, -30]),
                          _regroup_rows("D", 5, [])], ignore_index=True)
@@ -146,7 +146,7 @@ def test_coder_rule_fisher_bh_and_evidence(con):
     assert flag["statistic"] == pytest.approx((7 - 1.2) / math.sqrt(12 * 0.1 * 0.9))
     assert evidence(flag)["claims"] == [f"A-0{i}" for i in range(7)]
     assert flag["exposure"] == pytest.approx(2800.0)       # 100 + 200 + ... + 700
-    assert flag["severity"] == "medium"                     # 0.001 <= q = 0.0025 < 0.01
+    assert flag["severity"] == "low"                        # 0.001 <= q = 0.0025 < 0.01
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +308,7 @@ def test_percentile_rule_suppression_and_flag(con, tmp_path):
     flag = got.iloc[0]
     assert flag["flag_id"] == "facility:target_area_outlier:F1:test_area"
     assert flag["observed"] == pytest.approx(0.60) and flag["expected"] == pytest.approx(0.18)
-    assert flag["n"] == 100 and flag["statistic"] == pytest.approx(7.367, abs=0.001) and flag["q_value"] < 0.025
+    assert flag["n"] == 100 and flag["statistic"] == pytest.approx(7.367, abs=0.001) and flag["q_value"] < 0.01
     assert pd.isna(flag["exposure"])
     ev = evidence(flag)
     assert len(ev["claims"]) == 60 and all(c.startswith("F1-871") for c in ev["claims"]) and ev["codes"] == ["871"]
@@ -344,7 +344,7 @@ def test_overdispersed_z_worked_example(con, tmp_path):
             1/rho - 1 = 245.575: X ~ beta-binomial(100, a = 0.2 x 245.575 = 49.115, b = 196.460);
             P(X >= 40) = sum_{k=40..100} C(100,k) B(k+a, 100-k+b) / B(a,b) = 1.05585e-4 (summed below);
             direction both: p = 2 x 1.05585e-4 = 2.1117e-4
-        the only facility test of the run (F1's short stays are suppressed): q = p < 0.025
+        the only facility test of the run (F1's short stays are suppressed): q = p < 0.01
         peers' p20 at position 1.8 = 14 + 0.8 x 2 = 15.6, p80 at 7.2 = 24 + 0.2 x 2 = 24.4: 40 >= 24.4, high
     """
     path = tmp_path / "areas.csv"

@@ -5,9 +5,8 @@
 - No planted pattern (`plant_patterns=False`): no coder flag and no facility flag in at least 19 of
   20 seeds. Default suite: 5 seeds of 2,000 claims / 300 audited (at most one seed with a flag, the
   same 95% bar); the 20-seed version at 5,000 / 800 is marked slow. The seeds (SEED_BLOCK, from 9001)
-  are a block no threshold was chosen on: q < 0.025 (flags.Q_THRESHOLD) was set on seeds 1-60 and
-  checked on 1000-1099; `benchmarks/flag_calibration.py --seeds 200` measures it on a block drawn at
-  random at run time.
+  are a block no threshold was chosen on: q < 0.01 (flags.Q_THRESHOLD) was chosen on seeds 1000-1099;
+  `benchmarks/flag_calibration.py --seeds 200` measures it on a block drawn at random at run time.
 - Every flag's evidence lists claims; for claim and coder flags the exposure equals the sum of those
   claims' overpaid magnitudes (max(0, -delta) from claim_regroup).
 """
@@ -50,7 +49,7 @@ def test_planted_overcoder_is_flagged(planted):
     con, _ = planted
     coder = con.execute("SELECT * FROM upcoding_flags WHERE level = 'coder'").df().set_index("entity")
     assert "C07" in coder.index
-    assert coder.loc["C07", "q_value"] < 0.05 and coder.loc["C07", "rule"] == "coder_overpaid_share"
+    assert coder.loc["C07", "q_value"] < flags.Q_THRESHOLD and coder.loc["C07", "rule"] == "coder_overpaid_share"
     funnel = con.execute("SELECT * FROM coder_funnel WHERE coder_id = 'C07'").df().iloc[0]
     assert funnel["flagged"] and funnel["rate"] > funnel["upper_998"]
 
@@ -103,7 +102,7 @@ def _entity_flags(tmp_path, seed: int, n_claims: int, audit_sample: int) -> list
     try:
         flags.build_flags(con)
         return [r[0] for r in con.execute("SELECT flag_id FROM upcoding_flags WHERE level IN ('coder', 'facility') "
-                                          "AND q_value < 0.05").fetchall()]
+                                          "AND q_value < 0.01").fetchall()]
     finally:
         con.close()
 

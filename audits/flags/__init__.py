@@ -21,7 +21,7 @@ Coder rule `coder_overpaid_share`: for a coder with >= 11 priced audited claims,
 the rest of the audit (y overpaid of m, every other priced audited claim, unattributed ones included):
 one-sided Fisher exact p = P(X >= x), X ~ Hypergeometric(n + m, x + y, n): the rest's share is an
 estimate too, not a known rate. Benjamini-Hochberg q across the tested coders; flagged at
-q < Q_THRESHOLD (0.025). Claims whose payment could not be computed (`not_priced`) count nowhere.
+q < Q_THRESHOLD (0.01). Claims whose payment could not be computed (`not_priced`) count nowhere.
 Funnel limits (`coder_funnel`): the same hypergeometric's 2.5/97.5% and 0.1/99.9% quantiles / n with the
 audit's totals (`audit_claims`, `audit_overpaid`), so a coder above `upper_998` has p <= 0.001.
 
@@ -60,7 +60,7 @@ Facility rules (claims universe: `universe` when it has rows, else `claims`; bil
   HACs left out), not only the one it marks as setting the DRG. Denominator: audited stays of a
   highest-severity original DRG with at least one such MCC; a "WITH MCC OR ..." DRG (e.g. 064 "... WITH MCC
   OR TPA IN 24 HOURS") reached without an MCC (by tPA) does not rest on an MCC and is left out.
-Facility flags: exposure NULL (no audit), severity high q < 0.001, medium q < 0.01, low otherwise.
+Facility flags: exposure NULL (no audit), severity high q < 0.0001, medium q < 0.001, low otherwise.
 
 flag_id: '<level>:<rule>:<entity>' (+ ':<target_area>' for target areas). Rates in `upcoding_flags`
 (observed, expected) are proportions 0-1 for coder and facility rules and payments ($) for claim rules
