@@ -61,7 +61,7 @@ def test_planted_septicemia_facility_is_flagged(planted):
     row = con.execute("SELECT * FROM facility_target_areas WHERE facility_id = 'F003' "
                       "AND target_area = 'septicemia'").df().iloc[0]
     assert row["outlier"] == "high" and row["percent"] >= row["peer_p80"] and not row["suppressed"]
-    assert row["flagged"] and row["q_value"] < 1e-6
+    assert row["flagged"] and row["q_value"] < 0.001
 
 
 def test_evidence_lists_claims_and_exposure_is_their_overpaid_sum(planted):
