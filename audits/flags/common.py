@@ -20,7 +20,8 @@ MIN_COUNT = 11                 # PEPPER / CMS small-cell rule
 MIN_CODER_CLAIMS = 11
 # Coders and facilities are two families of tests (BH within each). A flag needs BH q < Q_THRESHOLD.
 # Chosen on clean demo seeds 1000-1099 (5,000 claims, 800 audited; benchmarks/flag_calibration.py): runs with
-# any coder or facility flag 3 of 100 at q < 0.01, 5 at 0.025, 6 at 0.05. Measured on other seeds.
+# any coder or facility flag 3 of 100 at q < 0.01, 5 at 0.025, 6 at 0.05. Measured on 200 seeds drawn at run
+# time (665706-665905): 2 of 200.
 Q_THRESHOLD = 0.01
 SHORT_STAY_FACTOR = 0.8        # OIG OEI-02-18-00380: LOS < 0.8 x geometric mean LOS
 HIGH_EXPOSURE, MEDIUM_EXPOSURE = 5000.0, 1000.0
