@@ -1,5 +1,5 @@
 """Upcoding-flag assets: `upcoding_flags`, `upcoding_rules`, `coder_funnel`, `facility_target_areas`,
-`short_stay_rates` for the audit period."""
+`target_area_peers`, `short_stay_rates` for the audit period."""
 
 from pathlib import Path
 
@@ -10,7 +10,8 @@ from audits.flags import build_flags
 from audits.peers import read_peers
 from audits.periods import build_for_period
 
-FLAG_TABLES = ("upcoding_flags", "upcoding_rules", "coder_funnel", "facility_target_areas", "short_stay_rates")
+FLAG_TABLES = ("upcoding_flags", "upcoding_rules", "coder_funnel", "facility_target_areas", "target_area_peers",
+               "short_stay_rates")
 
 
 @dg.multi_asset(

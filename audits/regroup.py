@@ -93,7 +93,7 @@ EMPTY_SCHEMAS = {
         "audited_principal_dx VARCHAR, audited_discharge_status VARCHAR, delta DOUBLE, direction VARCHAR, "
         "drg_changed BOOLEAN, change_drivers VARCHAR, auditor_changes VARCHAR, grouper_effects VARCHAR, "
         "original_return_code VARCHAR, original_mcc_codes VARCHAR, "
-        "original_cc_codes VARCHAR, audited_return_code VARCHAR, audited_mcc_codes VARCHAR, "
+        "original_cc_codes VARCHAR, original_severity_codes VARCHAR, audited_return_code VARCHAR, audited_mcc_codes VARCHAR, "
         "audited_cc_codes VARCHAR, drg_family VARCHAR, billed_drg_mismatch BOOLEAN, grouper VARCHAR"),
     "regroup_findings": "claim_id VARCHAR, side VARCHAR, finding VARCHAR, detail VARCHAR",
     "revenue_impact": (
@@ -102,7 +102,7 @@ EMPTY_SCHEMAS = {
 }
 
 _SIDE_COLUMNS = ["claim_id", "drg", "mdc", "weight", "payment", "mcc_codes", "cc_codes", "drg_px_codes",
-                 "principal_dx", "discharge_status", "return_code", "poa_policy", "dx", "px"]
+                 "principal_dx", "discharge_status", "return_code", "poa_policy", "dx", "px", "severity_codes", "hac_codes"]
 
 
 def _joined(values: pd.Series) -> pd.Series:
@@ -140,6 +140,11 @@ def build_regroup(con: duckdb.DuckDBPyConnection, grouper: Grouper, rate_config:
         "original_return_code": original["return_code"].to_numpy(),
         "original_mcc_codes": _joined(original["mcc_codes"]).to_numpy(),
         "original_cc_codes": _joined(original["cc_codes"]).to_numpy(),
+        # every non-excluded CC/MCC as CODE:LEVEL, not only the ones the grouper marks (single-MCC share);
+        # a code that is a HAC does not count toward the DRG, so it is left out
+        "original_severity_codes": _joined(pd.Series(
+            [[s for s in (sev if sev is not None else []) if s.split(":")[0] not in set(hac if hac is not None else [])]
+             for sev, hac in zip(original["severity_codes"], original["hac_codes"])], index=original.index)).to_numpy(),
     }).merge(pd.DataFrame({
         "claim_id": audited["claim_id"].to_numpy(),
         "audited_return_code": audited["return_code"].to_numpy(),

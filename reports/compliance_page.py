@@ -60,6 +60,9 @@ def flag_data(wh: PeriodWarehouse) -> dict:
         if wh.has(table):
             data[table] = wh.df(f"SELECT * FROM {wh.scoped(table)} ORDER BY {order}").drop(
                 columns=["audit_period"], errors="ignore")
+    data["target_area_peers"] = (wh.df(f"SELECT * FROM {wh.scoped('target_area_peers')} WHERE complete")
+                                 .drop(columns=["audit_period"], errors="ignore")
+                                 if wh.has("target_area_peers") else None)
     return data
 
 
@@ -192,8 +195,8 @@ def compliance_page(wh: PeriodWarehouse, data: dict, subtitle: str) -> str:
                 Column("p_value", "p", "p"), Column("q_value", "q (BH)", "p"), Column("flagged", "Flagged")]),
                 "coder_funnel"),
             intro=f"{n_flagged:,} of {len(funnel):,} coders flagged. Each coder's share of audited claims that were "
-                  "overpaid against the number audited. Control limits are exact binomial quantiles around the "
-                  "overall share; a coder above the 99.8% line is unlikely to be there by chance.",
+                  "overpaid against the number audited, tested against the rest of the audit (Fisher's exact "
+                  "test). The limits are the same test's: a coder above the 99.8% line has p of 0.001 or less.",
             section_id="funnel"))
 
     if areas is None:
@@ -210,26 +213,35 @@ def compliance_page(wh: PeriodWarehouse, data: dict, subtitle: str) -> str:
         named = named.sort_values(["area_name", "facility_id"])
         shown = areas[~areas["suppressed"].fillna(False).astype(bool)]
         beyond = int(shown["outlier"].isin(["high", "low"]).sum())
-        fig = figures.target_area_figure(named.assign(target_area=named["area_name"],
-                                                      suppressed=areas.loc[named.index, "suppressed"]))
+        if "flagged" in named:
+            named["flagged"] = named["flagged"].map({True: "yes", False: ""})
+        fig = figures.target_area_funnel_figure(areas, data.get("target_area_peers"))
         parts.append(section(
             "Facility target areas against peers",
-            figure_div(fig, "fig-target-areas") if fig else note("Every target area is suppressed (counts under 11)."),
-            page_data.table(Table("table-target-areas", _small(named, ["numerator", "denominator"],
-                                                               ["percent", "peer_percentile"]), [
+            figure_div(fig, "fig-target-areas") if fig else note("No target area has an unsuppressed facility "
+                                                                 "and at least two complete peers."),
+            page_data.table(Table("table-target-areas", _small(named, ["numerator", "denominator"], ["percent"]), [
                 Column("facility_id", "Facility"), Column("area_name", "Target area", "long"),
                 Column("target_area", "Area id"),
                 Column("area_explanation", "What is counted", "long"),
                 Column("numerator", "Numerator", "int"), Column("denominator", "Denominator", "int"),
-                Column("percent", "Percent", "pct"), Column("peer_percentile", "Peer percentile", "float"),
+                Column("percent", "Percent", "pct"),
                 Column("peer_p20", "Peers 20th", "pct"), Column("peer_p80", "Peers 80th", "pct"),
-                Column("peers", "Peers", "int"), Column("direction", "Direction"),
-                Column("outlier", "Beyond 80th / 20th"), Column("suppressed", "Suppressed")]),
+                Column("peers", "Complete peers", "int"), Column("peers_incomplete", "Peers left out", "int"),
+                Column("direction", "Direction"), Column("outlier", "Beyond 80th / 20th"),
+                Column("p0", "Peers pooled", "pct"), Column("tau2", "\u03c4\u00b2", "float"),
+                Column("z_d", "z (overdispersed)", "float"), Column("p_value", "p", "p"),
+                Column("q_value", "q (BH)", "p"), Column("flagged", "Flagged"),
+                Column("suppressed", "Suppressed")]),
                 "facility_target_areas"),
-            intro=f"PEPPER-style: the facility's percent for each target area ranked among peers. {beyond:,} "
-                  "facility-area cells lie at or beyond the 80th (or 20th) percentile; a percentile alone is not a "
-                  "flag (among five facilities one is always highest): a flag also needs a significant test against "
-                  "the middle peers (Flagged cases above). Counts under 11 show as <11.",
+            intro=f"PEPPER target areas: the facility's percent against its complete peers (denominator of 11 or "
+                  "more, and every DRG cell of the area reported when the peer file suppresses small cells). At "
+                  f"or above the peers' 80th percentile is a high outlier, at or below the 20th a low one ({beyond:,} "
+                  "facility-area cells here). A percentile alone is not a flag: a facility is flagged when it is an "
+                  "outlier and its overdispersed test (Spiegelhalter 2005: the peers' pooled rate plus the real "
+                  "variation between hospitals, \u03c4\u00b2) has a Benjamini-Hochberg q under 0.01. The funnel "
+                  "shows each complete peer, the 95% and 99.8% limits and the audited facilities (pick the area in "
+                  "the menu). Counts under 11 show as <11.",
             section_id="target-areas"))
 
     if short is None:
@@ -271,8 +283,8 @@ def _rules_section(wh: PeriodWarehouse, flags: pd.DataFrame, data: PageData) -> 
 
 def _short_stay_section(short: pd.DataFrame, data: PageData) -> str:
     frame = short.copy()
-    if "audited_stays" in frame:
-        audited = pd.to_numeric(frame["audited_stays"], errors="coerce")
+    if "audited_mcc_stays" in frame:
+        audited = pd.to_numeric(frame["audited_mcc_stays"], errors="coerce")
     else:  # single_mcc_rate = single_mcc_stays / audited highest-severity stays
         rate = pd.to_numeric(frame["single_mcc_rate"], errors="coerce")
         audited = (pd.to_numeric(frame["single_mcc_stays"], errors="coerce") / rate.where(rate > 0)).round()

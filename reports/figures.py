@@ -345,27 +345,29 @@ def severity_figure(flags: pd.DataFrame) -> go.Figure | None:
                    yaxis={"title": "flags", "tickformat": ",d", **({"dtick": 1} if most <= 10 else {})})
 
 
-def funnel_limits(p0: float, n, coverage: float) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sided control limits of a rate at sample size n around p0 (audits.flags.funnel_limits:
-    exact binomial quantiles / n), for coverage 0.95 or 0.998."""
-    from audits.flags import funnel_limits as limits
+def funnel_limits(total_n: int, total_overpaid: int, n, coverage: float) -> tuple[np.ndarray, np.ndarray]:
+    """A coder's control limits at n audited claims (audits.flags.coder_limits: the hypergeometric
+    quantiles behind the coder's Fisher test), for coverage 0.95 or 0.998."""
+    from audits.flags import coder_limits
 
     key = {0.95: "95", 0.998: "998"}[coverage]
-    both = limits(p0, n)
+    both = coder_limits(total_n, total_overpaid, n)
     return both[f"lower_{key}"], both[f"upper_{key}"]
 
 
 def funnel_figure(funnel: pd.DataFrame, max_grid: int = 1000) -> go.Figure | None:
     """Share of each coder's audited claims that were overpaid vs their number of audited claims, with
-    95% and 99.8% control limits around the overall rate p0 (all coders together)."""
+    the 95% and 99.8% limits of the coder test around the audit's overall rate p0."""
     if funnel.empty or funnel["n"].sum() == 0:
         return None
-    p0 = float(funnel["overpaid"].sum()) / float(funnel["n"].sum())
-    n_max = int(max(funnel["n"].max() * 1.1, 12))
+    total_n = int(funnel["audit_claims"].iloc[0]) if "audit_claims" in funnel else int(funnel["n"].sum())
+    total_x = int(funnel["audit_overpaid"].iloc[0]) if "audit_overpaid" in funnel else int(funnel["overpaid"].sum())
+    p0 = total_x / total_n
+    n_max = int(min(max(funnel["n"].max() * 1.1, 12), total_n))
     grid = np.arange(1, n_max + 1) if n_max <= max_grid else np.unique(np.round(np.geomspace(1, n_max, max_grid)))
     fig = go.Figure()
     for coverage, dash, name in ((0.95, "dash", "95% limits"), (0.998, "dot", "99.8% limits")):
-        lower, upper = funnel_limits(p0, grid, coverage)
+        lower, upper = funnel_limits(total_n, total_x, grid, coverage)
         for bound, values in (("upper", upper), ("lower", lower)):
             fig.add_trace(go.Scatter(x=grid.tolist(), y=np.round(values, 6).tolist(), mode="lines",
                                      line={"dash": dash, "color": "#555", "width": 1.2, "shape": "hv"},
@@ -391,37 +393,87 @@ def funnel_figure(funnel: pd.DataFrame, max_grid: int = 1000) -> go.Figure | Non
                    yaxis={"title": "overpaid share", "tickformat": ".0%", "rangemode": "tozero"})
 
 
-def target_area_figure(areas: pd.DataFrame) -> go.Figure | None:
-    """Each facility's percentile among peers per PEPPER-style target area, with the 20th and 80th
-    percentile outlier thresholds; suppressed cells (counts under 11) are left out. `percent` is a
-    proportion (0-1) here: the caller converts the warehouse's 0-100 percent."""
-    frame = areas[~areas["suppressed"].fillna(False).astype(bool)] if "suppressed" in areas else areas
-    frame = frame[frame["peer_percentile"].notna()]
-    if frame.empty:
+def _area_order(areas: pd.DataFrame) -> list[str]:
+    """Target areas with a facility to show: flagged first, then outliers, then the rest, by name."""
+    shown = areas[~areas["suppressed"].fillna(False).astype(bool) & areas["p0"].notna()]
+    rank = shown.assign(_flag=shown["flagged"].fillna(False).astype(bool), _out=shown["outlier"].notna())
+    order = rank.groupby("target_area")[["_flag", "_out"]].max().reset_index()
+    return order.sort_values(["_flag", "_out", "target_area"], ascending=[False, False, True])["target_area"].tolist()
+
+
+def target_area_funnel_figure(areas: pd.DataFrame, peers: pd.DataFrame | None) -> go.Figure | None:
+    """One funnel plot per target area (a menu picks the area): each complete peer's percent against its
+    denominator, the peers' pooled rate p0 and Spiegelhalter's overdispersed 95% / 99.8% limits
+    (audits.flags.overdispersed_limits, tau2 over the complete peers other than the flagged facilities), and
+    the audited facilities highlighted (red when flagged). A facility's own test leaves itself out of its
+    peers, so its p0 and tau2 (in the table and its hover) can differ slightly from the funnel's when it is
+    also a peer (peers from the claims universe)."""
+    from audits.flags import overdispersed_limits, overdispersion
+
+    if peers is None or areas.empty or "p0" not in areas:
         return None
-    fig = go.Figure()
-    outlier = frame["outlier"].astype("object").where(frame["outlier"].notna(), "none")
-    for value, name, colour in (("none", "within peers", NEUTRAL_COLOUR),
-                                ("high", "high outlier (\u2265 80th)", OVERPAID_COLOUR),
-                                ("low", "low outlier (\u2264 20th)", "#ef6c00")):
-        sub = frame[outlier == value]
-        if sub.empty:
+    complete = peers[peers["complete"].fillna(False).astype(bool) & (peers["denominator"] > 0)]
+    fig, spans, labels = go.Figure(), [], []
+    for area in _area_order(areas):
+        mine = areas[(areas["target_area"] == area) & ~areas["suppressed"].fillna(False).astype(bool)]
+        theirs = complete[(complete["target_area"] == area)
+                          & ~complete["peer_id"].isin(mine.loc[mine["flagged"].fillna(False).astype(bool), "facility_id"])]
+        if len(theirs) < 2 or mine.empty:
             continue
+        num, den = theirs["numerator"].to_numpy(dtype="float64"), theirs["denominator"].to_numpy(dtype="float64")
+        od = overdispersion(num[None, :], den[None, :], np.ones((1, len(den)), dtype=bool))
+        p0, tau2 = float(od["p0"][0]), float(od["tau2"][0])
+        if np.isnan(tau2):
+            continue
+        n_max = float(max(den.max(), mine["denominator"].max()) * 1.1)
+        grid = np.unique(np.round(np.geomspace(max(1.0, min(den.min(), mine["denominator"].min()) * 0.9), n_max,
+                                               200)))
+        limits = overdispersed_limits(p0, tau2, grid)
+        first = len(fig.data)
         fig.add_trace(go.Scatter(
-            x=sub["peer_percentile"].astype(float).round(2).tolist(), y=_labels(sub["target_area"]),
-            mode="markers" if value == "none" else "markers+text", textposition="top center",
-            name=name, marker={"size": 11, "color": colour, "line": {"width": 1, "color": "#fff"}},
-            text=_labels(sub["facility_id"]),
-            customdata=np.column_stack([sub["percent"].astype(float), sub["numerator"].astype(int),
-                                        sub["denominator"].astype(int)]).tolist(),
-            hovertemplate="%{text} \u2014 %{y}<br>percentile %{x:.0f}; %{customdata[1]} of %{customdata[2]} "
-                          "(%{customdata[0]:.1%})<extra></extra>"))
-    for x in (20, 80):
-        fig.add_vline(x=x, line_dash="dash", line_color="#888")
-    areas_n = frame["target_area"].nunique()
-    return _layout(fig, "Facility target areas: percentile among peers (outliers at \u2264 20th and \u2265 80th)",
-                   height=max(300, 36 * areas_n + 150), xaxis={"title": "peer percentile", "range": [-2, 102]},
-                   yaxis={"type": "category"}, margin={"l": 240, "r": 30, "t": 60, "b": 60})
+            x=den.astype(int).tolist(), y=np.round(num / den, 6).tolist(), mode="markers", name="complete peers",
+            marker={"size": 6, "color": MUTED_COLOUR}, text=_labels(theirs["peer_id"]),
+            hovertemplate="peer %{text}: %{y:.1%} of %{x}<extra></extra>"))
+        for name, dash in (("95", "dash"), ("998", "dot")):
+            label = "95% limits" if name == "95" else "99.8% limits"
+            for bound in ("upper", "lower"):
+                fig.add_trace(go.Scatter(
+                    x=grid.tolist(), y=np.round(limits[f"{bound}_{name}"], 6).tolist(), mode="lines",
+                    line={"dash": dash, "color": "#555", "width": 1.2}, name=label, legendgroup=label,
+                    showlegend=bound == "upper",
+                    hovertemplate=f"{label} ({bound}) at n=%{{x}}: %{{y:.1%}}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=[grid[0], grid[-1]], y=[p0, p0], mode="lines", name=f"peers' pooled {p0:.1%}",
+                                 line={"color": "#888", "width": 1}, hoverinfo="skip"))
+        flagged = mine["flagged"].fillna(False).astype(bool)
+        for mask, name, colour in ((~flagged, "audited facility", NEUTRAL_COLOUR),
+                                   (flagged, "audited facility flagged", OVERPAID_COLOUR)):
+            sub = mine[mask]
+            if sub.empty:
+                continue
+            fig.add_trace(go.Scatter(
+                x=sub["denominator"].astype(int).tolist(), y=np.round(sub["percent"].astype(float) / 100, 6).tolist(),
+                mode="markers+text", text=_labels(sub["facility_id"]), textposition="top center", name=name,
+                marker={"size": 12, "color": colour, "symbol": "diamond", "line": {"width": 1, "color": "#fff"}},
+                customdata=np.column_stack([sub["numerator"].astype(int), sub["z_d"].astype(float).round(3),
+                                            sub["q_value"].astype(float)]).tolist(),
+                hovertemplate="%{text}: %{customdata[0]} of %{x} (%{y:.1%}); z_D %{customdata[1]}, "
+                              "q=%{customdata[2]:.3g}<extra></extra>"))
+        spans.append((first, len(fig.data)))
+        labels.append(area)
+    if not spans:
+        return None
+    total = len(fig.data)
+    for i, trace in enumerate(fig.data):
+        trace.visible = spans[0][0] <= i < spans[0][1]
+    buttons = [{"label": plot_label(area), "method": "update",
+                "args": [{"visible": [lo <= i < hi for i in range(total)]},
+                         {"title.text": f"Target area {plot_label(area)}: percent against peers (funnel)"}]}
+               for area, (lo, hi) in zip(labels, spans)]
+    return _layout(fig, f"Target area {plot_label(labels[0])}: percent against peers (funnel)", height=480,
+                   updatemenus=[{"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right", "y": 1.15,
+                                 "yanchor": "top", "showactive": True}],
+                   xaxis={"title": "discharges in the area's denominator (n)", "type": "log"},
+                   yaxis={"title": "percent of the denominator", "tickformat": ".0%", "rangemode": "tozero"})
 
 
 def short_stay_figure(rates: pd.DataFrame) -> go.Figure | None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest, false_discovery_control
+from scipy.stats import false_discovery_control, fisher_exact
 
 from audits import flags
 from audits.regroup import EMPTY_SCHEMAS
@@ -69,19 +70,6 @@ def evidence(row) -> dict:
 # Statistics by hand
 # ---------------------------------------------------------------------------------------------
 
-def test_binomial_p_value_by_hand():
-    # x = 5 overpaid of n = 12, p0 = 0.1: P(X >= 5) = 1 - sum_{k=0..4} C(12,k) .1^k .9^(12-k)
-    #   k=0: .9^12                 = 0.282429536481
-    #   k=1: 12  x .1    x .9^11   = 0.376572715308
-    #   k=2: 66  x .01   x .9^10   = 0.230127770466
-    #   k=3: 220 x .001  x .9^9    = 0.085232507580
-    #   k=4: 495 x .0001 x .9^8    = 0.021308126895
-    #   sum = 0.995670656730 -> P = 0.004329343270
-    assert flags.binomial_p_greater(5, 12, 0.1) == pytest.approx(0.00432934327, rel=1e-9)
-    assert binomtest(5, 12, 0.1, alternative="greater").pvalue == pytest.approx(0.00432934327, rel=1e-9)
-    assert flags.binomial_p_greater(0, 12, 0.1) == 1.0
-
-
 def test_bh_qvalues_by_hand():
     # sorted p: .01 .03 .04 .20 (m = 4): p*m/rank = .04 .06 .0533 .20; running minimum from the top:
     # q(.20) = .20, q(.04) = .0533, q(.03) = min(.06, .0533) = .0533 (monotone), q(.01) = .04
@@ -92,13 +80,16 @@ def test_bh_qvalues_by_hand():
     assert np.isnan(with_nan[1]) and with_nan[[0, 2, 3, 4]] == pytest.approx(q)
 
 
-def test_funnel_limits_by_hand():
-    # Binomial(12, 0.1) CDF (terms above): F(0)=.2824 F(1)=.6590 F(2)=.8891 F(3)=.97436 F(4)=.99567
-    # F(5) = F(4) + 792 x .1^5 x .9^7 = .99567 + .00379 = .99946
-    # 97.5% quantile: first k with F(k) >= .975 -> 4; 99.9%: -> 5; 2.5% and 0.1%: -> 0
-    lim = flags.funnel_limits(0.1, 12)
-    assert float(lim["upper_95"]) == pytest.approx(4 / 12)
-    assert float(lim["upper_998"]) == pytest.approx(5 / 12)
+def test_coder_limits_by_hand():
+    # Audit totals 62 claims, 12 overpaid; a coder with n = 12: X ~ Hypergeometric(62, 12, 12),
+    # P(X = k) = C(12,k) C(50,12-k) / C(62,12), C(62,12) = 2,160,153,123,141:
+    #   k=0 121,399,651,100  k=1 448,244,865,600  k=2 677,970,359,220  k=3 551,195,414,000
+    #   k=4 265,754,931,750  k=5 79,108,444,800   k=6 14,683,006,800
+    #   CDF: F(3) = .83272, F(4) = .95575, F(5) = .99237, F(6) = .99917
+    # 97.5% quantile: first k with F(k) >= .975 -> 5; 99.9% -> 6; 2.5% and 0.1%: F(0) = .0562 -> 0
+    lim = flags.coder_limits(62, 12, 12)
+    assert float(lim["upper_95"]) == pytest.approx(5 / 12)
+    assert float(lim["upper_998"]) == pytest.approx(6 / 12)
     assert float(lim["lower_95"]) == 0.0 and float(lim["lower_998"]) == 0.0
 
 
@@ -122,38 +113,40 @@ def _regroup_rows(coder: str, n: int, overpaid_deltas: list[float]) -> pd.DataFr
     })
 
 
-def test_coder_rule_binomial_bh_and_evidence(con):
-    # A: 12 claims, 5 overpaid; B: 20, 2; C: 25, 3; D: 5, 0 (under 11: not tested, but in the others' rest)
-    # p0(A) = (2+3+0)/(20+25+5) = 5/50 = 0.1   -> P(X>=5 | 12, .1)      = 0.0043293 (hand, test above)
-    # p0(B) = (5+3+0)/(12+25+5) = 8/42         -> P(X>=2 | 20, .190476) = 1 - .809524^20 - 20(.190476).809524^19
-    #                                             = 1 - 0.014610 - 0.068750 = 0.91664
-    # p0(C) = (5+2+0)/(12+20+5) = 7/37         -> P(X>=3 | 25, .189189) = 1 - (.005284 + .030824 + .086311)
-    #                                             = 0.87758
-    # BH (m = 3): sorted A .0043293, C .87758, B .91664 -> q(B) = .91664, q(C) = min(.87758 x 3/2, .91664)
-    #             = .91664, q(A) = .0043293 x 3 = .012988 < .05: A flagged
-    regroup = pd.concat([_regroup_rows("A", 12, [-100, -200, -300, -400, -500]), _regroup_rows("B", 20, [-50, -60]),
-                         _regroup_rows("C", 25, [-10, -20, -30]), _regroup_rows("D", 5, [])], ignore_index=True)
+def test_coder_rule_fisher_bh_and_evidence(con):
+    # A: 12 claims, 7 overpaid; B: 20, 2; C: 25, 3; D: 5, 0 (under 11: not tested, but in the others' rest).
+    # Audit: 62 claims, 12 overpaid. Fisher one-sided: X ~ Hypergeometric(62, 12, n), p = P(X >= x).
+    # A: n = 12, P(X >= 7) = 1 - F(6) = 1 - .99916837 = .00083163 (terms in test_coder_limits_by_hand);
+    #    rest of the audit 5 of 50 = 0.1
+    # B: n = 20, P(X >= 2) = .95525; C: n = 25, P(X >= 3) = .94087 (same sums of C(12,k) C(50,n-k) / C(62,n))
+    # BH (m = 3): q(A) = 3 x .00083163 = .0024949 < 0.01: A flagged; q(C) = min(.94087 x 3/2, .95525) = .95525
+    regroup = pd.concat([_regroup_rows("A", 12, [-100, -200, -300, -400, -500, -600, -700]),
+                         _regroup_rows("B", 20, [-50, -60]), _regroup_rows("C", 25, [-10, -20, -30]),
+                         _regroup_rows("D", 5, [])], ignore_index=True)
     warehouse(con, regroup=regroup)
     assert flags.build_flags(con) == {"claim": 0, "coder": 1, "facility": 0}
     funnel = con.execute("SELECT * FROM coder_funnel ORDER BY coder_id").df().set_index("coder_id")
     assert funnel.loc["A", "expected"] == pytest.approx(0.1)
-    assert funnel.loc["B", "expected"] == pytest.approx(8 / 42)
-    assert funnel.loc["A", "p_value"] == pytest.approx(0.00432934327, rel=1e-6)
-    assert funnel.loc["B", "p_value"] == pytest.approx(0.91664, abs=2e-5)
-    assert funnel.loc["C", "p_value"] == pytest.approx(0.87758, abs=2e-5)
-    assert funnel.loc["A", "q_value"] == pytest.approx(3 * 0.00432934327, rel=1e-6)
+    assert funnel.loc["B", "expected"] == pytest.approx(10 / 42)
+    assert funnel.loc["A", "p_value"] == pytest.approx(0.00083163, rel=1e-4)
+    assert funnel.loc["A", "p_value"] == pytest.approx(fisher_exact([[7, 5], [5, 45]], alternative="greater").pvalue)
+    assert funnel.loc["B", "p_value"] == pytest.approx(0.95525, abs=2e-5)
+    assert funnel.loc["C", "p_value"] == pytest.approx(0.94087, abs=2e-5)
+    assert funnel.loc["A", "q_value"] == pytest.approx(3 * 0.00083163, rel=1e-4)
     assert funnel.loc["C", "q_value"] == pytest.approx(funnel.loc["B", "p_value"])
     assert np.isnan(funnel.loc["D", "p_value"]) and not funnel.loc["D", "flagged"]
     assert funnel["flagged"].tolist() == [True, False, False, False]
-    assert funnel.loc["A", "upper_95"] == pytest.approx(4 / 12)   # same limits as the hand-worked funnel
+    assert (funnel["audit_claims"] == 62).all() and (funnel["audit_overpaid"] == 12).all()
+    assert funnel.loc["A", "upper_95"] == pytest.approx(5 / 12)   # same limits as the hand-worked funnel
+    assert funnel.loc["A", "upper_998"] == pytest.approx(6 / 12) and funnel.loc["A", "rate"] > 6 / 12
 
     flag = con.execute("SELECT * FROM upcoding_flags").df().iloc[0]
     assert flag["flag_id"] == "coder:coder_overpaid_share:A" and flag["rule"] == "coder_overpaid_share"
-    assert flag["observed"] == pytest.approx(5 / 12) and flag["expected"] == pytest.approx(0.1) and flag["n"] == 12
-    assert flag["statistic"] == pytest.approx((5 - 1.2) / math.sqrt(12 * 0.1 * 0.9))
-    assert evidence(flag)["claims"] == ["A-00", "A-01", "A-02", "A-03", "A-04"]
-    assert flag["exposure"] == pytest.approx(1500.0)       # 100 + 200 + 300 + 400 + 500
-    assert flag["severity"] == "low"                        # 0.01 <= q = 0.013 < 0.05
+    assert flag["observed"] == pytest.approx(7 / 12) and flag["expected"] == pytest.approx(0.1) and flag["n"] == 12
+    assert flag["statistic"] == pytest.approx((7 - 1.2) / math.sqrt(12 * 0.1 * 0.9))
+    assert evidence(flag)["claims"] == [f"A-0{i}" for i in range(7)]
+    assert flag["exposure"] == pytest.approx(2800.0)       # 100 + 200 + ... + 700
+    assert flag["severity"] == "low"                        # 0.001 <= q = 0.0025 < 0.01
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,50 +262,140 @@ AREA_CSV = ("target_area,numerator_drgs,denominator_drgs,direction,description,s
             "test_area,871,871 872,both,test,hand\n")
 
 
-def test_percentile_rank_suppression_and_flag(con, tmp_path):
-    # Percent (871 over 871-872, 100 discharges each): F1 60, F2 10, F3 20, F4 20, F5 25, F6 15.
-    # F3 among its five peers (60, 10, 20, 25, 15): 2 lower + 1 tie -> 50th percentile.
-    # F1 among (10, 20, 20, 25, 15): 100th; peer 20th/80th percentiles (linear, sorted 10 15 20 20 25):
-    #   p20 at 0.8 -> 10 + 0.8 x 5 = 14.0; p80 at 3.2 -> 20 + 0.2 x 5 = 21.0; middle peers 15, 20, 20:
-    #   pooled 55 / 300 -> expected 0.18333. 60/100 against it: flagged high.
-    # F6 (15) among (60, 10, 20, 20, 25): 1 lower -> 20th percentile: a low outlier (direction both) whose
-    #   Fisher test against its middle peers (20, 20, 25 -> 65/300) is far from significant: no flag.
+def _area_universe(percents: dict[str, int]) -> pd.DataFrame:
+    """Per facility: `pct` claims billed 871 and 100 - pct billed 872 (percent of test_area = pct)."""
+    parts = []
+    for fac, num in percents.items():
+        parts += [stays(fac, "871", num), stays(fac, "872", 100 - num)]
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_percentile_rule_suppression_and_flag(con, tmp_path):
+    # Percent (871 over 871-872, 100 discharges each): F1 60, F2 10, F3 20, F4 20, F5 25, F6 15; peers of a
+    # facility = the five others (denominators 100 >= 11, a complete universe).
+    # F1 among 10 15 20 20 25 (sorted): p20 at position 0.8 -> 10 + 0.8 x 5 = 14.0; p80 at 3.2 -> 20 + 0.2 x 5
+    #   = 21.0; 60 >= 21: high. Overdispersion (5 peers: floor(0.5) = 0 z-scores winsorised at each end):
+    #   p0 = 90/500 = .18, sd = sqrt(.18 x .82 / 100) = .038419; z = -2.0823 -.7809 .5206 .5206 1.8220;
+    #   squares 4.3360 .6098 .2710 .2710 3.3197 = 8.8076 (= I phi); w = 100 / .1476 = 677.51 each:
+    #   sum w - sum w^2 / sum w = 4 x 677.51 = 2710.03; tau2 = (8.8076 - 4) / 2710.03 = .001774;
+    #   z_D = .42 / sqrt(.001476 + .001774) = 7.367: flagged.
+    # F6 (15) among 10 20 20 25 60: p20 = 10 + 0.8 x 10 = 18.0 -> 15 <= 18: a low outlier (direction both).
+    #   p0 = .27, sd = .044396, z = -3.8292 -1.5767 -1.5767 -.4505 7.4331, squares sum 75.089;
+    #   tau2 = 71.089 / (4 x 507.357) = .035029; z_D = -.12 / sqrt(.001971 + .035029) = -.624: not flagged.
+    # F3 (20) among 10 15 20 25 60: p20 14, p80 25 + 0.2 x 35 = 32: no outlier; midrank (2 + .5) / 5 = 50.
     # F2: numerator 10 < 11 -> suppressed, never an outlier although it is the lowest.
     path = tmp_path / "areas.csv"
     path.write_text(AREA_CSV)
-    parts = []
-    for fac, num in (("F1", 60), ("F2", 10), ("F3", 20), ("F4", 20), ("F5", 25), ("F6", 15)):
-        parts += [stays(fac, "871", num), stays(fac, "872", 100 - num)]
-    warehouse(con, universe=pd.concat(parts, ignore_index=True))
+    warehouse(con, universe=_area_universe({"F1": 60, "F2": 10, "F3": 20, "F4": 20, "F5": 25, "F6": 15}))
     counts = flags.build_flags(con, target_areas_path=path)
     rows = con.execute("SELECT * FROM facility_target_areas").df().set_index("facility_id")
     assert rows.loc["F3", "peer_percentile"] == 50.0 and rows.loc["F3", "peers"] == 5
-    assert rows.loc["F1", "peer_percentile"] == 100.0 and rows.loc["F1", "outlier"] == "high"
+    assert rows.loc["F3", "peer_p80"] == pytest.approx(32.0) and pd.isna(rows.loc["F3", "outlier"])
+    assert rows.loc["F1", "outlier"] == "high"
     assert rows.loc["F1", "peer_p20"] == pytest.approx(14.0) and rows.loc["F1", "peer_p80"] == pytest.approx(21.0)
-    assert rows.loc["F6", "peer_percentile"] == 20.0 and rows.loc["F6", "outlier"] == "low"
-    assert rows.loc["F2", "suppressed"] and pd.isna(rows.loc["F2", "outlier"])
+    assert rows.loc["F1", "p0"] == pytest.approx(0.18) and rows.loc["F1", "tau2"] == pytest.approx(0.001774, rel=1e-3)
+    assert rows.loc["F1", "z_d"] == pytest.approx(7.367, abs=0.001) and rows.loc["F1", "flagged"]
+    assert rows.loc["F6", "peer_p20"] == pytest.approx(18.0) and rows.loc["F6", "outlier"] == "low"
+    assert rows.loc["F6", "tau2"] == pytest.approx(0.035029, rel=1e-4)
+    assert rows.loc["F6", "z_d"] == pytest.approx(-0.6239, abs=1e-4) and not rows.loc["F6", "flagged"]
+    assert rows.loc["F2", "suppressed"] and pd.isna(rows.loc["F2", "outlier"]) and pd.isna(rows.loc["F2", "p_value"])
     assert not rows.drop(index="F2")["suppressed"].any()
+    tested = rows["p_value"].dropna()
+    assert len(tested) == 5 and rows["q_value"].dropna().to_numpy() == pytest.approx(
+        false_discovery_control(tested.to_numpy()))
     got = con.execute("SELECT * FROM upcoding_flags").df()
     assert counts == {"claim": 0, "coder": 0, "facility": 1}
     flag = got.iloc[0]
     assert flag["flag_id"] == "facility:target_area_outlier:F1:test_area"
-    assert flag["observed"] == pytest.approx(0.60) and flag["expected"] == pytest.approx(55 / 300)
-    assert flag["n"] == 100 and flag["statistic"] == 100.0 and flag["q_value"] < 0.05
+    assert flag["observed"] == pytest.approx(0.60) and flag["expected"] == pytest.approx(0.18)
+    assert flag["n"] == 100 and flag["statistic"] == pytest.approx(7.367, abs=0.001) and flag["q_value"] < 0.01
     assert pd.isna(flag["exposure"])
     ev = evidence(flag)
     assert len(ev["claims"]) == 60 and all(c.startswith("F1-871") for c in ev["claims"]) and ev["codes"] == ["871"]
+
+
+def test_outlier_at_the_80th_percentile_itself(con, tmp_path):
+    # Peers 10 20 40 40 40 (%): p80 at position 3.2 between 40 and 40 = 40.0; F1 at 40% is a high outlier
+    # (percent >= p80) although its midrank is (2 + 0.5 x 3) / 5 = 70: the rule is the percentile, not the rank.
+    path = tmp_path / "areas.csv"
+    path.write_text(AREA_CSV)
+    warehouse(con, universe=_area_universe({"F1": 40}))
+    cells = [(f"P{i}", drg, n) for i, pct in enumerate((10, 20, 40, 40, 40), start=1)
+             for drg, n in (("871", pct), ("872", 100 - pct))]
+    flags.build_flags(con, peers=_peer_cells(cells), target_areas_path=path)
+    row = con.execute("SELECT * FROM facility_target_areas").df().iloc[0]
+    assert row["peer_p80"] == pytest.approx(40.0) and row["outlier"] == "high" and row["peer_percentile"] == 70.0
+
+
+def test_overdispersed_z_worked_example(con, tmp_path):
+    """Spiegelhalter's additive random-effects funnel, by hand. Ten peers (a file with a cell under 11, so
+    complete): 871 over 871 + 872 = 8, 14, 16, 18, 20, 20, 22, 24, 26, 32 of 100 each; F1 (the audited
+    facility) 40 of 100.
+
+        p0 = 200 / 1000 = 0.2;  sd = sqrt(0.2 x 0.8 / 100) = 0.04
+        peer z = (y - 0.2) / 0.04 = -3, -1.5, -1, -0.5, 0, 0, 0.5, 1, 1.5, 3
+        winsorised at 10% / 90%: floor(0.1 x 10) = 1 z-score at each end set to the next one inward:
+            -1.5, -1.5, -1, -0.5, 0, 0, 0.5, 1, 1.5, 1.5;  I phi = sum of squares = 11.5
+        w_i = 1 / 0.04^2 = 625;  sum w = 6250;  sum w^2 / sum w = 625
+        tau2 = (11.5 - 9) / (6250 - 625) = 2.5 / 5625 = 0.00044444
+        F1: y = 0.4;  z = 0.2 / 0.04 = 5;  z_D = 0.2 / sqrt(0.0016 + 0.00044444) = 0.2 / 0.0452155 = 4.42326
+        p: the pooled rate's own variance var_p0 = 0.16 / 1000 + tau2 x (10 x 100^2) / 1000^2
+            = 0.00016 + 0.000044444 = 0.00020444;  rho = (0.00044444 + 0.00020444) / 0.16 = 0.0040556;
+            1/rho - 1 = 245.575: X ~ beta-binomial(100, a = 0.2 x 245.575 = 49.115, b = 196.460);
+            P(X >= 40) = sum_{k=40..100} C(100,k) B(k+a, 100-k+b) / B(a,b) = 1.05585e-4 (summed below);
+            direction both: p = 2 x 1.05585e-4 = 2.1117e-4
+        the only facility test of the run (F1's short stays are suppressed): q = p < 0.01
+        peers' p20 at position 1.8 = 14 + 0.8 x 2 = 15.6, p80 at 7.2 = 24 + 0.2 x 2 = 24.4: 40 >= 24.4, high
+    """
+    path = tmp_path / "areas.csv"
+    path.write_text(AREA_CSV)
+    warehouse(con, universe=_area_universe({"F1": 40}))
+    cells = [(f"P{i:02d}", drg, n) for i, pct in enumerate((8, 14, 16, 18, 20, 20, 22, 24, 26, 32), start=1)
+             for drg, n in (("871", pct), ("872", 100 - pct))]
+    assert flags.build_flags(con, peers=_peer_cells(cells), target_areas_path=path)["facility"] == 1
+    row = con.execute("SELECT * FROM facility_target_areas").df().iloc[0]
+    assert row["p0"] == pytest.approx(0.2) and row["tau2"] == pytest.approx(2.5 / 5625)
+    assert row["z"] == pytest.approx(5.0) and row["z_d"] == pytest.approx(4.42326, abs=1e-5)
+    a, b = 0.2 * 245.575342, 0.8 * 245.575342
+
+    def log_beta(x, y):
+        return math.lgamma(x) + math.lgamma(y) - math.lgamma(x + y)
+
+    upper = sum(math.comb(100, k) * math.exp(log_beta(k + a, 100 - k + b) - log_beta(a, b)) for k in range(40, 101))
+    assert upper == pytest.approx(1.05585e-4, rel=1e-4)
+    assert row["p_value"] == pytest.approx(2 * upper, rel=1e-6)
+    assert row["q_value"] == row["p_value"] and row["flagged"] and row["outlier"] == "high"
+    assert (row["peer_p20"], row["peer_p80"], row["peers"], row["peers_incomplete"]) == (
+        pytest.approx(15.6), pytest.approx(24.4), 10, 0)
+    lim = flags.overdispersed_limits(0.2, 2.5 / 5625, 100)    # the funnel drawn on the compliance page
+    assert float(lim["upper_95"]) == pytest.approx(0.2 + 1.959964 * 0.0452155, rel=1e-5)
+    assert float(lim["lower_998"]) == pytest.approx(0.2 - 3.090232 * 0.0452155, rel=1e-5)
+
+
+def test_winsorising_below_ten_peers_changes_nothing():
+    # Five peers (den 100): 10, 15, 20, 25, 30 -> p0 = 0.2, z = -2.5 -1.25 0 1.25 2.5; floor(0.5) = 0
+    # winsorised; I phi = 6.25 + 1.5625 + 0 + 1.5625 + 6.25 = 15.625; tau2 = (15.625 - 4) / (5 x 625 - 625)
+    # = 11.625 / 2500 = 0.00465
+    num = np.array([[10, 15, 20, 25, 30]], dtype=float)
+    got = flags.overdispersion(num, np.full((1, 5), 100.0), np.ones((1, 5), dtype=bool))
+    assert got["p0"][0] == pytest.approx(0.2) and got["tau2"][0] == pytest.approx(0.00465)
 
 
 def test_short_stay_rates_by_hand(con):
     # DRG 871 (highest severity: WITH MCC member of a two-DRG family), gmlos 4.8 -> short below 3.84 days.
     # F1: 12 stays of 3 days (short) + 8 of 4 days (not short): 12 / 20 = 0.6, not suppressed (12 >= 11).
     # F2: 15 stays of 5 days: 0 short -> suppressed (short stays under 11). 872 stays are not highest severity.
-    # Single MCC (audited F1 claims regrouped to 871): MCC lists "R6520", "R6520 J9601", "A419" -> 2 of 3.
+    # Single MCC (audited F1 claims; every non-excluded CC/MCC the grouper reported):
+    #   A1 871 "R6520:MCC" (one MCC), A2 871 "R6520:MCC J9601:MCC" (two), A3 175 "PULMONARY EMBOLISM WITH MCC
+    #   OR ACUTE COR PULMONALE" reached by cor pulmonale with only a CC (rests on no MCC: left out), A4 872
+    #   (not highest severity)
+    #   -> audited_mcc_stays 2, single_mcc_stays 1, rate 0.5
     universe = pd.concat([stays("F1", "871", 12, los=3), stays("F1", "871", 8, los=4, coder="C02"),
                           stays("F2", "871", 15, los=5), stays("F2", "872", 30, los=1)], ignore_index=True)
     regroup = pd.DataFrame({"claim_id": ["A1", "A2", "A3", "A4"], "fiscal_year": 2026, "facility_id": "F1",
-                            "coder_id": "C01", "original_drg": ["871", "871", "871", "872"],
-                            "original_mcc_codes": ["R6520", "R6520 J9601", "A419", ""],
+                            "coder_id": "C01", "original_drg": ["871", "871", "175", "872"],
+                            "original_severity_codes": ["R6520:MCC", "R6520:MCC J9601:MCC", "I10:CC", ""],
+                            "original_mcc_codes": ["R6520", "R6520", "", ""],
                             "direction": "unchanged", "delta": 0.0})
     warehouse(con, universe=universe, regroup=regroup)
     flags.build_flags(con)
@@ -321,10 +404,41 @@ def test_short_stay_rates_by_hand(con):
     assert (f1["highest_severity_stays"], f1["short_stays"], f1["short_stay_rate"]) == (20, 12, 0.6)
     assert not f1["suppressed"]
     assert (f2["highest_severity_stays"], f2["short_stays"]) == (15, 0) and f2["suppressed"]
-    assert f1["single_mcc_stays"] == 2 and f1["single_mcc_rate"] == pytest.approx(2 / 3)
+    assert (f1["audited_mcc_stays"], f1["single_mcc_stays"], f1["single_mcc_rate"]) == (2, 1, 0.5)
     assert pd.isna(f2["single_mcc_stays"]) and pd.isna(f2["single_mcc_rate"])
     c01 = rates.loc[("coder", "C01")]   # 12 short F1 stays + 15 F2 stays, all coded by C01
     assert (c01["highest_severity_stays"], c01["short_stays"]) == (27, 12)
+    # F1's only peer is F2 (one peer: no between-facility variance, no test); F2 is suppressed
+    assert f1["peers"] == 1 and pd.isna(f1["p_value"]) and not f1["flagged"]
+
+
+def test_single_mcc_counts_every_non_excluded_mcc(con, tmp_path):
+    # Through the real msdrg grouper (v43): K1 = I21.A1 (type 2 MI) + I50.33 + J96.01: both secondaries are
+    # MCCs and neither is excluded with an I21.A1 principal; the grouper marks only I50.33 as setting DRG 280
+    # (ACUTE MYOCARDIAL INFARCTION, DISCHARGED ALIVE WITH MCC), so K1 rests on two MCCs, not one.
+    # K2 = I26.09 (PE with acute cor pulmonale) + I10: DRG 175 PULMONARY EMBOLISM WITH MCC OR ACUTE COR
+    # PULMONALE without any MCC: left out of the single-MCC denominator. K3 = I21.A1 + I50.33: one MCC.
+    # Facility F001: audited_mcc_stays 2 (K1, K3), single_mcc_stays 1 (K3).
+    from audits import compare
+    from audits.grouping import MsdrgAdapter
+    from audits.ingest import load
+    from audits.pricing import load_rate_config
+    from audits.readers import InputFiles
+    from audits.regroup import build_regroup
+    from tests.helpers import claim, review, write_wide
+
+    codes = {"K1": ["I21.A1", "I50.33", "J96.01"], "K2": ["I26.09", "I10"], "K3": ["I21.A1", "I50.33"]}
+    claims = write_wide(tmp_path / "claims.csv", [claim(k, v, billed_drg="") for k, v in codes.items()])
+    reviews = write_wide(tmp_path / "reviews.csv", [review(k, v) for k, v in codes.items()])
+    load(con, InputFiles(claims=[claims], reviews=[reviews]), "2026-11")
+    compare.build_code_diffs(con)
+    build_regroup(con, MsdrgAdapter(workers=1), load_rate_config())
+    regroup = dict(con.execute("SELECT claim_id, original_drg || ' ' || original_mcc_codes || ' | ' || "
+                               "original_severity_codes FROM claim_regroup").fetchall())
+    assert regroup == {"K1": "280 I5033 | I5033:MCC J9601:MCC", "K2": "175  | ", "K3": "280 I5033 | I5033:MCC"}
+    flags.build_flags(con)
+    row = con.execute("SELECT * FROM short_stay_rates WHERE level = 'facility' AND entity = 'F001'").df().iloc[0]
+    assert (row["audited_mcc_stays"], row["single_mcc_stays"], row["single_mcc_rate"]) == (2, 1, 0.5)
 
 
 def _peer_cells(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
@@ -332,43 +446,64 @@ def _peer_cells(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["Rndrng_Prvdr_CCN", "DRG_Cd", "Tot_Dschrgs"])
 
 
-PEERS = [("P1", "871", 20), ("P1", "193", 30), ("P1", "690", 50),
-         ("P2", "871", 25), ("P2", "193", 25), ("P2", "690", 50),
-         ("P3", "871", 30), ("P3", "193", 20), ("P3", "690", 50),
-         ("P4", "871", 35), ("P4", "193", 15), ("P4", "690", 50),
-         ("P5", "193", 40), ("P5", "690", 60)]
+# A suppressed file (every cell >= 11, as CMS publishes): P4 reports 871 but no 872 cell and P5 872 but no 871
+# cell, so their true percents are unknown (P4 would otherwise score 100%, P5 0%).
+SUPPRESSED_PEERS = [("P1", "871", 20), ("P1", "872", 80), ("P2", "871", 30), ("P2", "872", 70),
+                    ("P3", "871", 25), ("P3", "872", 75), ("P4", "871", 40), ("P5", "872", 50)]
 
 
-def _peer_universe() -> pd.DataFrame:
-    return pd.concat([stays("F1", "871", 40), stays("F1", "872", 5), stays("F1", "193", 30), stays("F1", "690", 30),
-                      stays("F1", "177", 20), stays("F1", "179", 15)], ignore_index=True)
+def test_suppressed_peers_are_left_out(con, tmp_path):
+    # F1: 871 x30, 872 x5 -> 30 / 35 = 85.71% (its own small cell counts: F1's counts are complete).
+    # Complete peers P1 20%, P2 30%, P3 25% (sorted 20 25 30): p20 at 0.4 -> 22.0; p80 at 1.6 -> 28.0;
+    # peers 3, incomplete 2 (P4, P5); p0 = 75 / 300 = 0.25.
+    path = tmp_path / "areas.csv"
+    path.write_text(AREA_CSV)
+    warehouse(con, universe=pd.concat([stays("F1", "871", 30), stays("F1", "872", 5)], ignore_index=True))
+    flags.build_flags(con, peers=_peer_cells(SUPPRESSED_PEERS), target_areas_path=path)
+    row = con.execute("SELECT * FROM facility_target_areas").df().iloc[0]
+    assert (row["numerator"], row["denominator"]) == (30, 35) and row["percent"] == pytest.approx(100 * 30 / 35)
+    assert (row["peers"], row["peers_incomplete"]) == (3, 2)
+    assert (row["peer_p20"], row["peer_p80"]) == (pytest.approx(22.0), pytest.approx(28.0))
+    assert row["p0"] == pytest.approx(0.25) and row["outlier"] == "high"
 
 
-def test_peers_file_suppressed_like_for_like(con):
-    # Every peer cell >= 11 (a CMS-suppressed file): F1's own 872 cell (5 discharges) is dropped too.
-    # F1 septicemia = 40 / (40 + 30 + 30) = 40%. Peers: P1 20%, P2 25%, P3 30%, P4 35%, P5 0% (no 870-872 cell)
-    # -> F1 above all five: 100th percentile; 1 of 5 peers without a numerator cell: not marked.
-    # Respiratory infections: F1 20 / (20 + 15 + 30) = 30.8%, but every peer reports only 193 (no 177-178
-    # cell): 5 of 5 peers without numerator > half -> the area is marked, F1's row suppressed.
-    warehouse(con, universe=_peer_universe())
-    flags.build_flags(con, peers=_peer_cells(PEERS))
-    rows = con.execute("SELECT * FROM facility_target_areas").df().set_index("target_area")
-    sep = rows.loc["septicemia"]
-    assert (sep["numerator"], sep["denominator"], sep["percent"]) == (40, 100, 40.0)
-    assert sep["peers"] == 5 and sep["peer_percentile"] == 100.0 and sep["outlier"] == "high"
-    assert not sep["suppressed"]
-    resp = rows.loc["respiratory_infections"]
-    assert (resp["numerator"], resp["denominator"]) == (20, 65) and resp["suppressed"] and pd.isna(resp["outlier"])
+def test_peers_file_with_small_cells_is_taken_as_complete(con, tmp_path):
+    # A cell under 11 (P6 871 x5) means nothing was suppressed: a missing cell is zero, every peer counts.
+    # Percents: P1 20, P2 30, P3 25, P4 100 (40 / 40), P5 0 (0 / 50), P6 20 (5 / 25) -> sorted 0 20 20 25 30 100:
+    # p20 at position 1.0 -> 20.0; p80 at 4.0 -> 30.0
+    path = tmp_path / "areas.csv"
+    path.write_text(AREA_CSV)
+    warehouse(con, universe=pd.concat([stays("F1", "871", 30), stays("F1", "872", 5)], ignore_index=True))
+    flags.build_flags(con, peers=_peer_cells(SUPPRESSED_PEERS + [("P6", "871", 5), ("P6", "872", 20)]),
+                      target_areas_path=path)
+    row = con.execute("SELECT * FROM facility_target_areas").df().iloc[0]
+    assert (row["peers"], row["peers_incomplete"]) == (6, 0)
+    assert (row["peer_p20"], row["peer_p80"]) == (pytest.approx(20.0), pytest.approx(30.0))
 
 
-def test_peers_file_with_small_cells_is_taken_as_complete(con):
-    # A peer cell under 11 means nothing was suppressed: F1's 872 x5 counts.
-    # septicemia = (40 + 5) / (45 + 30 + 30) = 45 / 105 = 42.857%
-    warehouse(con, universe=_peer_universe())
-    flags.build_flags(con, peers=_peer_cells(PEERS + [("P6", "872", 5), ("P6", "690", 40)]))
-    sep = con.execute("SELECT * FROM facility_target_areas WHERE target_area = 'septicemia'").df().iloc[0]
-    assert (sep["numerator"], sep["denominator"]) == (45, 105)
-    assert sep["percent"] == pytest.approx(100 * 45 / 105)
+NY_EXTRACT = Path(__file__).parent / "fixtures" / "peers" / \
+    "cms_inpatient_by_provider_and_service_dy2022_ny_extract.csv"
+
+
+def test_real_cms_peers_incomplete_hospitals_are_left_out(con, tmp_path):
+    # CMS NY DY2022 (fixture, counted from the file): 120 hospitals report at least one of DRGs 193-195, only 8
+    # report all three (35 report 193 alone and would score a 100% MCC share). The 8, 193 / (193 + 194 + 195):
+    # 39.0947 50.0 53.8462 61.6216 61.8138 63.7097 65.7980 71.1061 (%); p20 at position 1.4 = 50.0 + 0.4 x
+    # 3.8462 = 51.5385; p80 at 5.6 = 63.7097 + 0.6 x 2.0883 = 64.9627; pooled 1187 / 1961 = 0.605303.
+    # F1 (193 x30, 194 x50, 195 x20) = 30% <= p20: a low outlier.
+    from audits.peers import read_peers
+
+    path = tmp_path / "areas.csv"
+    path.write_text("target_area,numerator_drgs,denominator_drgs,direction\nmcc_share_193_195,193,193-195,both\n")
+    warehouse(con, universe=pd.concat([stays("F1", "193", 30), stays("F1", "194", 50), stays("F1", "195", 20)],
+                                      ignore_index=True))
+    flags.build_flags(con, peers=read_peers([NY_EXTRACT]), target_areas_path=path)
+    row = con.execute("SELECT * FROM facility_target_areas").df().iloc[0]
+    assert (row["peers"], row["peers_incomplete"]) == (8, 112)
+    assert row["peer_p20"] == pytest.approx(51.5385, abs=1e-4) and row["peer_p80"] == pytest.approx(64.9627, abs=1e-4)
+    assert row["p0"] == pytest.approx(1187 / 1961) and row["outlier"] == "low"
+    peers = con.execute("SELECT count(*) FILTER (WHERE complete), count(*) FROM target_area_peers").fetchall()[0]
+    assert peers == (8, 120)
 
 
 def test_family_areas_from_table5():
@@ -401,3 +536,16 @@ def test_empty_warehouse_gives_empty_tables(con):
         described = con.execute(f"DESCRIBE {table}").fetchall()
         assert [(r[0], r[1]) for r in described] == list(columns.items()), table
     assert con.execute("SELECT count(*) FROM upcoding_rules").fetchall()[0][0] == 6
+
+
+def test_highest_severity_drgs_read_from_every_years_titles():
+    """FY2019's Table 5 abbreviates the split ('HEART FAILURE & SHOCK W MCC'); FY2024's spells it out.
+    Both years: 291 is the highest-severity member of a three-DRG family, 293 the lowest."""
+    from audits.flags.common import drg_reference
+    from audits.weights import load_weights
+
+    ref = drg_reference(load_weights([2019, 2024])).set_index(["fiscal_year", "drg"])
+    for fy in (2019, 2024):
+        assert ref.loc[(fy, "291"), "level"] == "MCC" and bool(ref.loc[(fy, "291"), "highest"])
+        assert ref.loc[(fy, "293"), "level"] == "NONE" and ref.loc[(fy, "291"), "family_size"] == 3
+    assert ref.loc[(2019, "291"), "gmlos"] == 4.1 and ref.loc[(2024, "291"), "gmlos"] == 3.9

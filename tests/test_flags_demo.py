@@ -4,9 +4,9 @@
   facility F003 (a septicemia outlier) by the septicemia target area.
 - No planted pattern (`plant_patterns=False`): no coder flag and no facility flag in at least 19 of
   20 seeds. Default suite: 5 seeds of 2,000 claims / 300 audited (at most one seed with a flag, the
-  same 95% bar); the 20-seed version at 5,000 / 800 is marked slow (about 40 s). Measured (5,000 /
-  800, seeds 1-60): with each of the two Benjamini-Hochberg families (coders; facility tests) at
-  q < 0.05, 5 of 60 seeds had a coder or facility flag; at q < 0.025 each (flags.FAMILY_ALPHA), 1.
+  same 95% bar); the 20-seed version at 5,000 / 800 is marked slow. The seeds (SEED_BLOCK, from 9001)
+  are a block no threshold was chosen on: q < 0.01 (flags.Q_THRESHOLD) was chosen on seeds 1000-1099;
+  `benchmarks/flag_calibration.py --seeds 200` measures it on a block drawn at random at run time.
 - Every flag's evidence lists claims; for claim and coder flags the exposure equals the sum of those
   claims' overpaid magnitudes (max(0, -delta) from claim_regroup).
 """
@@ -49,7 +49,7 @@ def test_planted_overcoder_is_flagged(planted):
     con, _ = planted
     coder = con.execute("SELECT * FROM upcoding_flags WHERE level = 'coder'").df().set_index("entity")
     assert "C07" in coder.index
-    assert coder.loc["C07", "q_value"] < 0.05 and coder.loc["C07", "rule"] == "coder_overpaid_share"
+    assert coder.loc["C07", "q_value"] < flags.Q_THRESHOLD and coder.loc["C07", "rule"] == "coder_overpaid_share"
     funnel = con.execute("SELECT * FROM coder_funnel WHERE coder_id = 'C07'").df().iloc[0]
     assert funnel["flagged"] and funnel["rate"] > funnel["upper_998"]
 
@@ -60,7 +60,8 @@ def test_planted_septicemia_facility_is_flagged(planted):
     assert "facility:target_area_outlier:F003:septicemia" in ids
     row = con.execute("SELECT * FROM facility_target_areas WHERE facility_id = 'F003' "
                       "AND target_area = 'septicemia'").df().iloc[0]
-    assert row["outlier"] == "high" and row["peer_percentile"] == 100.0 and not row["suppressed"]
+    assert row["outlier"] == "high" and row["percent"] >= row["peer_p80"] and not row["suppressed"]
+    assert row["flagged"] and row["q_value"] < 0.001
 
 
 def test_evidence_lists_claims_and_exposure_is_their_overpaid_sum(planted):
@@ -101,17 +102,20 @@ def _entity_flags(tmp_path, seed: int, n_claims: int, audit_sample: int) -> list
     try:
         flags.build_flags(con)
         return [r[0] for r in con.execute("SELECT flag_id FROM upcoding_flags WHERE level IN ('coder', 'facility') "
-                                          "AND q_value < 0.05").fetchall()]
+                                          "AND q_value < 0.01").fetchall()]
     finally:
         con.close()
 
 
+SEED_BLOCK = 9001
+
+
 def test_no_coder_or_facility_flag_without_planted_patterns(tmp_path):
-    flagged = {seed: _entity_flags(tmp_path, seed, 2000, 300) for seed in range(1, 6)}
+    flagged = {seed: _entity_flags(tmp_path, seed, 2000, 300) for seed in range(SEED_BLOCK, SEED_BLOCK + 5)}
     assert sum(not f for f in flagged.values()) >= 4, flagged
 
 
 @pytest.mark.slow
 def test_no_coder_or_facility_flag_without_planted_patterns_20_seeds(tmp_path):
-    flagged = {seed: _entity_flags(tmp_path, seed, 5000, 800) for seed in range(1, 21)}
+    flagged = {seed: _entity_flags(tmp_path, seed, 5000, 800) for seed in range(SEED_BLOCK, SEED_BLOCK + 20)}
     assert sum(not f for f in flagged.values()) >= 19, flagged

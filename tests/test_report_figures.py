@@ -84,14 +84,13 @@ TABLES = {
     "table-funnel": (1, """SELECT coder_id, n, overpaid, rate, expected, lower_95, upper_95, lower_998, upper_998,
                                   p_value, q_value, false FROM coder_funnel WHERE audit_period = $period"""),
     "table-target-areas": (("Facility", "Area id"), """
-        SELECT facility_id, target_area, numerator, denominator, percent / 100, peer_percentile, peer_p20 / 100,
-               peer_p80 / 100, peers, least(numerator, denominator) < 11
+        SELECT facility_id, target_area, numerator, denominator, percent / 100, peer_p20 / 100, peer_p80 / 100,
+               peers, peers_incomplete, p0, tau2, z_d, p_value, q_value, least(numerator, denominator) < 11
         FROM facility_target_areas WHERE audit_period = $period"""),
     "table-short-stays": (2, """
         SELECT upper(level[1]) || level[2:], entity, highest_severity_stays, short_stays, short_stay_rate,
-               round(single_mcc_stays / nullif(single_mcc_rate, 0)), single_mcc_stays, single_mcc_rate,
-               least(highest_severity_stays, short_stays, coalesce(round(single_mcc_stays / nullif(single_mcc_rate, 0)),
-                     99)) < 11
+               audited_mcc_stays, single_mcc_stays, single_mcc_rate,
+               least(highest_severity_stays, short_stays, coalesce(audited_mcc_stays, 99)) < 11
         FROM short_stay_rates WHERE audit_period = $period"""),
     "table-rules": (("Rule id",), """SELECT rule, count(DISTINCT entity), false FROM upcoding_flags
                                      WHERE audit_period = $period GROUP BY ALL"""),

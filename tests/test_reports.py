@@ -25,7 +25,7 @@ NOTE = "<script>alert(1)</script>"
 FORMULA = '=HYPERLINK("http://x","y")'
 PATIENT_PREFIX = "PID-ZQX"
 PAGES = ("index.html", "audit.html", "revenue.html", "compliance.html")
-FLAG_TABLES = ("upcoding_flags", "coder_funnel", "facility_target_areas", "short_stay_rates")
+FLAG_TABLES = ("upcoding_flags", "coder_funnel", "facility_target_areas", "target_area_peers", "short_stay_rates")
 
 
 # ------------------------------------------------------------------------------ figure builders
@@ -96,19 +96,23 @@ def test_impact_figure_keeps_top_groups_and_sums_the_rest():
     assert "&lt;b&gt;ENT&lt;/b&gt;" in list(escaped)  # plotly.js would render <b> as markup
 
 
-def test_funnel_limits_are_exact_binomial_quantiles_over_n():
-    # Binomial(10, 0.1) CDF: 0.3487, 0.7361, 0.9298, 0.9872, 0.99837, 0.99985 at k = 0..5.
-    low95, high95 = figures.funnel_limits(0.1, [10], 0.95)
-    low998, high998 = figures.funnel_limits(0.1, [10], 0.998)
+def test_funnel_limits_are_the_coder_tests_hypergeometric_quantiles():
+    # Audit 40 claims, 4 overpaid; a coder with n = 10: X ~ Hypergeometric(40, 4, 10),
+    # P(X = k) = C(4,k) C(36,10-k) / C(40,10) (= 847,660,528): k = 0..4 254,186,856 / 376,573,120 /
+    # 181,562,040 / 33,390,720 / 1,947,792 -> CDF .29987 .74412 .95831 .99770 1.
+    # 97.5%: first k with F(k) >= .975 -> 3 (0.3); 99.9% -> 4 (0.4); 2.5% and 0.1% -> 0.
+    low95, high95 = figures.funnel_limits(40, 4, [10], 0.95)
+    low998, high998 = figures.funnel_limits(40, 4, [10], 0.998)
     assert (low95[0], high95[0]) == (0.0, 0.3)
-    assert (low998[0], high998[0]) == (0.0, 0.5)
+    assert (low998[0], high998[0]) == (0.0, 0.4)
     funnel = pd.DataFrame({"coder_id": ["A", "B"], "n": [10, 30], "overpaid": [1, 3], "rate": [0.1, 0.1],
-                           "q_value": [1.0, 1.0], "flagged": [False, False]})  # p0 = 4 / 40 = 0.1
+                           "audit_claims": [40, 40], "audit_overpaid": [4, 4],
+                           "q_value": [1.0, 1.0], "flagged": [False, False]})
     data = figures.funnel_figure(funnel).to_dict()["data"]
     upper95 = next(t for t in data if t["name"] == "95% limits" and t["showlegend"])
     assert dict(zip(upper95["x"], upper95["y"]))[10] == pytest.approx(0.3)
     upper998 = next(t for t in data if t["name"] == "99.8% limits" and t["showlegend"])
-    assert dict(zip(upper998["x"], upper998["y"]))[10] == pytest.approx(0.5)
+    assert dict(zip(upper998["x"], upper998["y"]))[10] == pytest.approx(0.4)
     points = next(t for t in data if t["name"] == "coder")
     assert list(points["x"]) == [10, 30] and list(points["y"]) == [0.1, 0.1]
 
@@ -198,7 +202,7 @@ def _rewrite_csv(path: Path, change) -> None:
 
 def _synthetic_flag_tables(con: duckdb.DuckDBPyConnection, period: str) -> dict:
     """The four flag tables of the contract, with a hostile description; replaces any that exist."""
-    from scipy.stats import binom
+    from scipy.stats import hypergeom
 
     for table in FLAG_TABLES:
         con.execute(f"DROP TABLE IF EXISTS {table}")
@@ -228,8 +232,9 @@ def _synthetic_flag_tables(con: duckdb.DuckDBPyConnection, period: str) -> dict:
     funnel["rate"] = funnel["overpaid"] / funnel["n"]
     total_n, total_x = funnel["n"].sum(), funnel["overpaid"].sum()
     funnel["expected"] = (total_x - funnel["overpaid"]) / (total_n - funnel["n"])
+    funnel["audit_claims"], funnel["audit_overpaid"] = total_n, total_x
     for name, q in (("lower_95", 0.025), ("upper_95", 0.975), ("lower_998", 0.001), ("upper_998", 0.999)):
-        funnel[name] = binom.ppf(q, funnel["n"], funnel["expected"]) / funnel["n"]
+        funnel[name] = hypergeom.ppf(q, total_n, total_x, funnel["n"]) / funnel["n"]
     funnel["p_value"] = 0.5
     funnel["q_value"] = 0.9
     funnel["flagged"] = funnel["coder_id"] == worst["coder_id"]
@@ -237,15 +242,23 @@ def _synthetic_flag_tables(con: duckdb.DuckDBPyConnection, period: str) -> dict:
         "facility_id": ["F001", "F002", "F003", "F004"], "target_area": ["septicemia"] * 3 + ["simple_pneumonia"],
         "numerator": [30, 12, 11, 3], "denominator": [100, 90, 95, 40], "percent": [30.0, 13.3, 11.6, 7.5],
         "peer_percentile": [95.0, 50.0, 10.0, None], "peer_p20": [11.0] * 4, "peer_p80": [25.0] * 4,
-        "peers": [4] * 4, "direction": ["both"] * 4, "outlier": ["high", None, "low", None],
-        "suppressed": [False, False, False, True]})
+        "peers": [4] * 4, "peers_incomplete": [1] * 4, "direction": ["both"] * 4,
+        "outlier": ["high", None, "low", None], "suppressed": [False, False, False, True],
+        "p0": [0.15] * 4, "tau2": [0.001] * 4, "z": [4.2, -0.5, -1.0, None], "z_d": [3.5, -0.4, -0.9, None],
+        "p_value": [0.0005, 0.7, 0.4, None], "q_value": [0.0015, 0.7, 0.6, None],
+        "flagged": [True, False, False, False]})
+    peers = pd.DataFrame({"target_area": ["septicemia"] * 4, "peer_id": ["P1", "P2", "P3", "P4"],
+                          "numerator": [12, 20, 15, 30], "denominator": [100, 150, 110, 180],
+                          "percent": [12.0, 13.3, 13.6, 16.7], "complete": [True] * 4})
     short = pd.DataFrame({
         "level": ["facility", "facility", "facility", "coder"], "entity": ["F001", "F002", "F003", "C01"],
         "highest_severity_stays": [120, 80, 5, 40], "short_stays": [30, 12, 2, 11],
-        "short_stay_rate": [0.25, 0.15, 0.4, 0.275], "single_mcc_stays": [10, 4, None, 3],
+        "short_stay_rate": [0.25, 0.15, 0.4, 0.275], "audited_mcc_stays": [20, 10, None, 10],
+        "single_mcc_stays": [10, 4, None, 3],
         "single_mcc_rate": [0.5, 0.4, None, 0.3], "suppressed": [False, False, True, False]})
     for name, frame in (("upcoding_flags", flags), ("coder_funnel", funnel),
-                        ("facility_target_areas", areas), ("short_stay_rates", short)):
+                        ("facility_target_areas", areas), ("target_area_peers", peers),
+                        ("short_stay_rates", short)):
         con.register("frame_view", frame)
         con.execute(f"CREATE TABLE {name} AS SELECT CAST(? AS VARCHAR) AS audit_period, * FROM frame_view", [period])
         con.unregister("frame_view")
