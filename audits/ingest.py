@@ -18,9 +18,10 @@ import pandas as pd
 
 from audits.errors import InputError
 from audits.readers import InputFiles, stage_inputs
+from audits.staging import STAGE, direct_publish, stage_rows
 from audits.universe import stage_universe
 from audits.validation import validate_load
-from audits.warehouse import ensure_schema
+from audits.warehouse import SCHEMA, ensure_schema
 
 
 class TooManyRejectedError(InputError):
@@ -63,8 +64,10 @@ def current_period(today: dt.date | None = None) -> str:
 
 def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
          max_rejected_share: float = 0.5) -> LoadResult:
-    """Load one set of input files as audit period `audit_period` into the warehouse on `con`."""
-    ensure_schema(con)
+    """Load one set of input files as audit period `audit_period` into the warehouse on `con` (into
+    the run's stage when one is attached, see `audits.staging`)."""
+    if STAGE not in {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}:
+        ensure_schema(con)
     layouts = stage_inputs(con, files)
     # Reviews are checked against the claims that will exist after this load: this load's accepted
     # claims, and the published ones it neither replaces (its period) nor re-loads.
@@ -105,7 +108,10 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 
 def _publish(con: duckdb.DuckDBPyConnection, result: LoadResult, files: InputFiles) -> None:
+    """Stage the load (published by the run's publish step, or here, in one transaction, when no
+    run is staging): it replaces the period's rows and any claim or review it brings again."""
     period = result.audit_period
+    p = period.replace("'", "''")
     rejected = result.rejections.copy()
     rejected.insert(0, "load_id", result.load_id)
     rejected.insert(1, "audit_period", period)
@@ -113,46 +119,34 @@ def _publish(con: duckdb.DuckDBPyConnection, result: LoadResult, files: InputFil
     for column in ("entity", "source_file", "claim_id", "column", "rule", "value", "reason"):
         rejected[column] = rejected[column].astype("string")
     con.register("new_rejections", rejected)
-    con.execute("BEGIN TRANSACTION")
+    values = {"p": period, "l": result.load_id}
+    in_period = f"audit_period = '{p}'"
     try:
-        con.execute("""CREATE OR REPLACE TEMP TABLE replaced_claims AS
-            SELECT claim_id FROM claims WHERE audit_period = $p UNION SELECT claim_id FROM ok_claims""",
-                    {"p": period})
-        con.execute("""CREATE OR REPLACE TEMP TABLE replaced_reviews AS
-            SELECT claim_id FROM reviews WHERE audit_period = $p UNION SELECT claim_id FROM ok_reviews""",
-                    {"p": period})
-        con.execute("""DELETE FROM claim_codes WHERE
-            (side = 'original' AND claim_id IN (SELECT claim_id FROM replaced_claims))
-            OR (side = 'audited' AND claim_id IN (SELECT claim_id FROM replaced_reviews))""")
-        con.execute("DELETE FROM claims WHERE claim_id IN (SELECT claim_id FROM replaced_claims)")
-        con.execute("DELETE FROM reviews WHERE claim_id IN (SELECT claim_id FROM replaced_reviews)")
-        con.execute("DELETE FROM rejected_rows WHERE audit_period = $p", {"p": period})
-        con.execute("DELETE FROM universe WHERE audit_period = $p", {"p": period})
-        con.execute("DELETE FROM loads WHERE audit_period = $p", {"p": period})
-        con.execute("""INSERT INTO claims BY NAME
-            SELECT *, $p AS audit_period, $l AS load_id FROM ok_claims""",
-                    {"p": period, "l": result.load_id})
-        con.execute("""INSERT INTO reviews BY NAME
-            SELECT *, $p AS audit_period, $l AS load_id FROM ok_reviews""",
-                    {"p": period, "l": result.load_id})
-        con.execute("""INSERT INTO claim_codes
-            SELECT claim_id, 'original', kind, position, code, poa FROM ok_claims_codes
-            UNION ALL
-            SELECT claim_id, 'audited', kind, position, code, poa FROM ok_reviews_codes""")
-        con.execute("""INSERT INTO universe BY NAME
-            SELECT *, $p AS audit_period, $l AS load_id FROM ok_universe""",
-                    {"p": period, "l": result.load_id})
-        con.execute("""INSERT INTO rejected_rows BY NAME
-            SELECT load_id, audit_period, entity, source_file, "row", claim_id, "column", rule, value, reason
-            FROM new_rejections""")
-        con.execute("INSERT INTO loads VALUES ($l, $p, now(), $i, $ci, $cl, $cr, $ri, $rl, $rr, $n, $ui, $ul)", {
-            "l": result.load_id, "p": period, "i": json.dumps(files.as_dict()),
-            "ci": result.claims_in, "cl": result.claims_loaded, "cr": result.claims_rejected,
-            "ri": result.reviews_in, "rl": result.reviews_loaded, "rr": result.reviews_rejected,
-            "n": len(rejected), "ui": result.universe_in, "ul": result.universe_loaded})
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        with direct_publish(con):
+            # claim_codes first: its condition reads the published claims and reviews it replaces.
+            stage_rows(con, "claim_codes", """
+                SELECT claim_id, 'original' AS side, kind, position, code, poa FROM ok_claims_codes
+                UNION ALL
+                SELECT claim_id, 'audited', kind, position, code, poa FROM ok_reviews_codes""",
+                f"""(side = 'original' AND claim_id IN (SELECT claim_id FROM {{warehouse}}.main.claims
+                        WHERE {in_period} UNION ALL SELECT claim_id FROM {STAGE}.main.claims))
+                    OR (side = 'audited' AND claim_id IN (SELECT claim_id FROM {{warehouse}}.main.reviews
+                        WHERE {in_period} UNION ALL SELECT claim_id FROM {STAGE}.main.reviews))""",
+                SCHEMA["claim_codes"])
+            for table, source in (("claims", "ok_claims"), ("reviews", "ok_reviews"), ("universe", "ok_universe")):
+                stage_rows(con, table, f"SELECT *, $p AS audit_period, $l AS load_id FROM {source}",
+                           in_period if table == "universe" else
+                           f"{in_period} OR claim_id IN (SELECT claim_id FROM {STAGE}.main.{table})",
+                           SCHEMA[table], values)
+            stage_rows(con, "rejected_rows", """SELECT load_id, audit_period, entity, source_file, "row", claim_id,
+                "column", rule, value, reason FROM new_rejections""", in_period, SCHEMA["rejected_rows"])
+            stage_rows(con, "loads", """SELECT $l AS load_id, $p AS audit_period, now() AS loaded_at, $i AS inputs,
+                    $ci AS claims_in, $cl AS claims_loaded, $cr AS claims_rejected, $ri AS reviews_in,
+                    $rl AS reviews_loaded, $rr AS reviews_rejected, $n AS rejected_rows, $ui AS universe_in,
+                    $ul AS universe_loaded""", in_period, SCHEMA["loads"], {
+                **values, "i": json.dumps(files.as_dict()),
+                "ci": result.claims_in, "cl": result.claims_loaded, "cr": result.claims_rejected,
+                "ri": result.reviews_in, "rl": result.reviews_loaded, "rr": result.reviews_rejected,
+                "n": len(rejected), "ui": result.universe_in, "ul": result.universe_loaded})
     finally:
         con.unregister("new_rejections")

@@ -23,6 +23,7 @@ import pandas as pd
 from audits.pricing import revenue_totals
 from reports import figures
 from reports.exports import write_csv
+from reports.status import placeholder
 from reports.html import (MAX_TABLE_ROWS, Card, Column, Table, count, figure_div, headline, kv_table, links,
                           money, money0, note, page, pct, section, unavailable)
 
@@ -608,6 +609,7 @@ def _index_page(wh: _Warehouse, run_info: dict, rates: pd.DataFrame, regroup: pd
                                   f"{count(rejected) if pd.notna(rejected) else count(read - kept)}"))
     meta_rows = [
         ("Audit period", period),
+        ("Run id", str(info("run_id"))),
         ("Ran at", str(info("generated_at", generated))),
         ("Load id", str(info("load_id"))),
         *input_rows,
@@ -630,7 +632,7 @@ def _index_page(wh: _Warehouse, run_info: dict, rates: pd.DataFrame, regroup: pd
                                            "universe estimate, rebill and refund worklists"),
         ("compliance.html", "Compliance", "upcoding flags with evidence, coder funnel, facility target areas, "
                                           "short stays")]), section_id="reports"),
-        section("This run", kv_table(meta_rows), section_id="run")]
+        section("This run", placeholder(period), kv_table(meta_rows), section_id="run")]
 
     if wh.has("rejected_rows"):
         rejected = wh.df(f"""SELECT entity, rule, "column", count(*) AS rows, count(DISTINCT "row") AS source_rows,

@@ -42,12 +42,13 @@ VOLATILE = ("load_id", "loaded_at")
 
 def fingerprint(db: Path, tables: list[str] | None = None, exclude=VOLATILE) -> dict:
     """{table: (rows, order-independent hash of all rows)} of the published warehouse, opened
-    read-only (which is also the "is it still readable" check)."""
+    read-only (which is also the "is it still readable" check). `runs`, the run history every run
+    adds its row to (failed ones too), is left out unless named."""
     con = duckdb.connect(str(db), read_only=True)
     try:
         names = tables or [r[0] for r in con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-            "AND table_type = 'BASE TABLE' ORDER BY 1").fetchall()]
+            "AND table_type = 'BASE TABLE' AND table_name <> 'runs' ORDER BY 1").fetchall()]
         out = {}
         for table in names:
             columns = [r[0] for r in con.execute(
