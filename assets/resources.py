@@ -69,10 +69,18 @@ class WarehouseResource(DuckDBResource):
         as it will be once this run publishes). A step that fails records the run as failed."""
         from audits.staging import open_stage, stage_file
 
+        from audits.runs import status_of
+
         run_id = context.run.run_id
         try:
-            with self.get_connection() as con, open_stage(con, stage_file(self.workdir, run_id)):
-                yield con
+            with self.get_connection() as con:
+                if status_of(con, run_id) == "failed":
+                    raise RunFailedEarlier("an earlier step of this run failed (see the runs table); "
+                                           "nothing of this run will be published")
+                with open_stage(con, stage_file(self.workdir, run_id)):
+                    yield con
+        except RunFailedEarlier:
+            raise
         except Exception as exc:
             self.record_failure(context, exc)
             raise
@@ -116,6 +124,10 @@ def failure_reason(error: BaseException) -> str:
     if isinstance(error, InputError):
         return str(error)
     return f"{type(error).__name__}: {error}"
+
+
+class RunFailedEarlier(RuntimeError):
+    """A step of a run that has already failed: it stops at once instead of building for nothing."""
 
 
 class WarehouseBusyError(RuntimeError):

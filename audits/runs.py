@@ -81,7 +81,8 @@ def succeeded_sql(run_id: str, summary: dict, table: str = "runs") -> tuple[str,
 
 def record_failure(con: duckdb.DuckDBPyConnection, run_id: str, period: str, reason: str,
                    step: str | None = None, status: str = "failed") -> None:
-    """Mark the run failed with its reason (inserting the row if the run failed before `start`)."""
+    """Mark the running run failed with its reason (inserting the row if it failed before `start`);
+    the first failure of a run is the one kept."""
     table = ensure_runs(con)
     con.execute("BEGIN TRANSACTION")
     exists = con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [run_id]).fetchall()[0][0]
@@ -89,7 +90,7 @@ def record_failure(con: duckdb.DuckDBPyConnection, run_id: str, period: str, rea
         con.execute(f"INSERT INTO {table} (run_id, audit_period, started_at, project_version) VALUES (?, ?, ?, ?)",
                     [run_id, period, _now(), project_version()])
     con.execute(f"UPDATE {table} SET status = ?, finished_at = ?, failure_reason = ?, failed_step = ? "
-                "WHERE run_id = ? AND status IS DISTINCT FROM 'succeeded'",
+                "WHERE run_id = ? AND (status = 'running' OR status IS NULL)",
                 [status, _now(), reason[:2000], step, run_id])
     con.execute("COMMIT")
 

@@ -157,6 +157,10 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
                     cause = cause.cause
                 if cause.cls_name in ("InputError", "TooManyRejectedError", "MissingWeightsError"):
                     raise InputError(cause.message.split(": ", 1)[-1].strip())
+                if cause.cls_name == "DagsterAssetCheckFailedError":
+                    raise RuntimeError("blocking checks failed (" + ", ".join(
+                        line.strip() for line in cause.message.splitlines()[1:] if line.strip())
+                        + "): nothing of this run was published")
                 if cause.cls_name == "WarehouseBusyError":
                     raise RuntimeError("warehouse busy: " + cause.message.split(": ", 1)[-1].strip())
                 raise RuntimeError(f"step {event.step_key} failed: {cause.cls_name}: {cause.message.strip()}")
