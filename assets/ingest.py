@@ -14,7 +14,7 @@ from audits.warehouse import ensure_schema
 from audits.quality import published_checks
 from audits.readers import InputFiles
 
-INGEST_TABLES = ("claims", "reviews", "claim_codes", "rejected_rows", "universe")
+INGEST_TABLES = ("claims", "reviews", "claim_codes", "rejected_rows", "universe", "load_warnings")
 
 
 class IngestConfig(dg.Config):
@@ -29,6 +29,7 @@ class IngestConfig(dg.Config):
     review_procedures: list[str] = []
     universe: list[str] = []
     formats: dict[str, str] = {}  # {"claims": "tuva", "reviews": "auto"}; empty = canonical
+    date_format: str = ""  # how slash dates with the year last are read: mdy, dmy or ymd; "" = as the file proves
 
 
 def files_in_drop_folder(drop: Path, period: str) -> InputFiles:
@@ -76,7 +77,7 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: W
         owner.parent.mkdir(parents=True, exist_ok=True)
         owner.write_text(f"{os.getpid()}\n")
     with warehouse.staged(context) as con:
-        result = ingest_logic.load(con, files, period, settings.max_rejected_share)
+        result = ingest_logic.load(con, files, period, settings.max_rejected_share, config.date_format or None)
         # The staged `loads` row, as the run will publish it.
         row = con.execute("SELECT claims_in, claims_loaded, claims_rejected, reviews_in, reviews_loaded, "
                           f"reviews_rejected FROM {STAGE}.main.loads WHERE load_id = ?",

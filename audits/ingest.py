@@ -40,6 +40,7 @@ class LoadResult:
     rejections: pd.DataFrame = field(repr=False)
     universe_in: int = 0
     universe_loaded: int = 0
+    warnings: list[dict] = field(default_factory=list)  # [{code, message, count}] that did not stop the load
 
     @property
     def claims_rejected(self) -> int:
@@ -63,7 +64,7 @@ def current_period(today: dt.date | None = None) -> str:
 
 
 def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
-         max_rejected_share: float = 0.5) -> LoadResult:
+         max_rejected_share: float = 0.5, date_format: str | None = None) -> LoadResult:
     """Load one set of input files as audit period `audit_period` into the warehouse on `con` (into
     the run's stage when one is attached, see `audits.staging`)."""
     if STAGE not in {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}:
@@ -74,8 +75,9 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
     period_sql = audit_period.replace("'", "''")
     surviving = (f"(SELECT * FROM claims WHERE audit_period IS DISTINCT FROM '{period_sql}' "
                  "AND claim_id NOT IN (SELECT claim_id FROM ok_claims)) AS surviving_claims")
-    rejections = validate_load(con, published_claims=surviving)
-    universe_rejections = stage_universe(con, files.universe)
+    warnings: list[dict] = []
+    rejections = validate_load(con, published_claims=surviving, date_format=date_format, warnings=warnings)
+    universe_rejections = stage_universe(con, files.universe, date_format, warnings)
     universe_in = _count(con, "SELECT count(*) FROM stg_universe")
     universe_ok = _count(con, "SELECT count(*) FROM ok_universe")
     rejections = pd.concat([rejections, universe_rejections], ignore_index=True)
@@ -85,7 +87,7 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
     reviews_ok = _count(con, "SELECT count(*) FROM ok_reviews")
     load_id = f"{audit_period}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     result = LoadResult(load_id, audit_period, layouts, claims_in, claims_ok, reviews_in, reviews_ok,
-                        rejections, universe_in, universe_ok)
+                        rejections, universe_in, universe_ok, warnings)
     for entity, total, ok in (("claims", claims_in, claims_ok), ("reviews", reviews_in, reviews_ok),
                               ("universe", universe_in, universe_ok)):
         if total and (total - ok) / total > max_rejected_share:
@@ -119,6 +121,8 @@ def _publish(con: duckdb.DuckDBPyConnection, result: LoadResult, files: InputFil
     for column in ("entity", "source_file", "claim_id", "column", "rule", "value", "reason"):
         rejected[column] = rejected[column].astype("string")
     con.register("new_rejections", rejected)
+    warnings = pd.DataFrame(load_warnings(result, files), columns=["code", "message", "count"])
+    con.register("new_warnings", warnings.astype({"code": "string", "message": "string", "count": "int64"}))
     values = {"p": period, "l": result.load_id}
     in_period = f"audit_period = '{p}'"
     try:
@@ -148,5 +152,20 @@ def _publish(con: duckdb.DuckDBPyConnection, result: LoadResult, files: InputFil
                 "ci": result.claims_in, "cl": result.claims_loaded, "cr": result.claims_rejected,
                 "ri": result.reviews_in, "rl": result.reviews_loaded, "rr": result.reviews_rejected,
                 "n": len(rejected), "ui": result.universe_in, "ul": result.universe_loaded})
+            stage_rows(con, "load_warnings", "SELECT $p AS audit_period, $l AS load_id, code, message, count "
+                       "FROM new_warnings", in_period, "audit_period VARCHAR, load_id VARCHAR, code VARCHAR, "
+                       "message VARCHAR, count BIGINT", values)
     finally:
         con.unregister("new_rejections")
+        con.unregister("new_warnings")
+
+
+def load_warnings(result: LoadResult, files: InputFiles) -> list[dict]:
+    """What the load resolved on its own and the user should know: ambiguous dates read one way,
+    layouts detected by `--format auto`."""
+    out = list(result.warnings)
+    for entity, fmt in (files.formats or {}).items():
+        if fmt == "auto" and entity in result.layouts:
+            out.append({"code": "layout_detected", "count": 1,
+                        "message": f"{entity} files read as the {result.layouts[entity]} layout (--format auto)"})
+    return out

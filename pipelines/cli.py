@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--stratify", action="store_true",
                         help="stratified by the universe's `stratum` column, proportional allocation")
     sample.add_argument("--out", type=Path, required=True, help="folder for worklist.csv and sample.json")
+    sample.add_argument("--date-format", choices=("mdy", "dmy", "ymd"),
+                        help="how to read slash dates (as for `run`)")
 
     demo = sub.add_parser("demo", help="generate demo data and run the audit on it")
     demo.add_argument("--workdir", type=Path, default=Path("demo-run"))
@@ -82,6 +84,9 @@ def _run_options(p: argparse.ArgumentParser, workdir_required: bool = True) -> N
     p.add_argument("--rates-config", type=Path, help="TOML file of facility base rates and payer multipliers")
     p.add_argument("--weights-dir", type=Path,
                    help="folder of CMS Table 5 files for fiscal years other than the packaged FY2026")
+    p.add_argument("--date-format", choices=("mdy", "dmy", "ymd"),
+                   help="how to read slash dates: mdy (01/31/2026, US), dmy (31/01/2026) or ymd (2026/01/31); "
+                        "default: as the file proves, refused when every slash date is ambiguous")
 
 
 class _Progress(logging.Handler):
@@ -117,7 +122,7 @@ class _Progress(logging.Handler):
 def run_audit(files, workdir: Path, period: str | None, max_rejected_share: float = 0.5,
               base_rate: float | None = None, rates_config: Path | None = None,
               weights_dir: Path | None = None, peers: list | None = None,
-              regroup_universe: bool = False) -> dict:
+              regroup_universe: bool = False, date_format: str | None = None) -> dict:
     """Run the audit job in-process for one period; returns summary.json's content."""
     import dagster as dg
 
@@ -133,7 +138,8 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
     formats = files.pop("formats", None) or {}
     config = {"ops": {"ingest": {"config": {**{k.replace("-", "_"): [str(p) for p in v]
                                                for k, v in files.items()},
-                                            **({"formats": formats} if formats else {})}}}}
+                                            **({"formats": formats} if formats else {}),
+                                            **({"date_format": date_format} if date_format else {})}}}}
 
     @dg.logger
     def progress_logger(_init_context):
@@ -194,7 +200,7 @@ def _sample(args) -> None:
     from reports.exports import write_csv
 
     con = duckdb.connect(":memory:")
-    rejected = stage_universe(con, args.universe)
+    rejected = stage_universe(con, args.universe, args.date_format)
     if len(rejected):
         first = rejected.iloc[0]
         from audits.errors import InputError
@@ -243,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             # The demo's claims file is the whole universe the audit sample was drawn from.
             files = {"claims": [paths["claims"]], "reviews": [paths["reviews"]], "universe": [paths["claims"]]}
             summary = run_audit(files, args.workdir, args.period, args.max_rejected_share, args.base_rate,
-                                args.rates_config, args.weights_dir, None, args.regroup_universe)
+                                args.rates_config, args.weights_dir, None, args.regroup_universe, args.date_format)
         else:
             files = {"claims": args.claims, "reviews": args.reviews,
                      "claim-diagnoses": args.claim_diagnoses, "claim-procedures": args.claim_procedures,
@@ -252,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                      "formats": {} if args.format == "canonical" else {"claims": args.format,
                                                                        "reviews": args.format}}
             summary = run_audit(files, args.workdir, args.period, args.max_rejected_share, args.base_rate,
-                                args.rates_config, args.weights_dir, args.peers, args.regroup_universe)
+                                args.rates_config, args.weights_dir, args.peers, args.regroup_universe,
+                                args.date_format)
         _print_summary(summary, args.workdir)
         return EXIT_OK
     except InputError as exc:
