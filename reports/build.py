@@ -24,7 +24,7 @@ from audits.pricing import revenue_totals
 from reports import figures
 from reports.exports import write_csv
 from reports.status import placeholder
-from reports.html import (MAX_TABLE_ROWS, Card, Column, Table, count, figure_div, headline, kv_table, links,
+from reports.html import (MAX_TABLE_ROWS, Card, Column, Table, count, esc, figure_div, headline, kv_table, links,
                           money, money0, note, page, pct, section, unavailable)
 
 CORE_TABLES = ("error_rates", "code_diffs", "claim_regroup", "reviews")
@@ -579,7 +579,10 @@ def _index_page(wh: _Warehouse, run_info: dict, rates: pd.DataFrame, regroup: pd
         if not loads.empty and loads.iloc[0, 0]:
             import json
             inputs = json.loads(loads.iloc[0, 0])
-    input_rows = [(f"{kind} file(s)", _file_names(files)) for kind, files in (inputs or {}).items() if files]
+    input_rows = [(f"{kind} file(s)", _file_names(files)) for kind, files in (inputs or {}).items()
+                  if files and kind != "formats"]
+    if (inputs or {}).get("formats"):
+        input_rows.append(("Layout asked (--format)", ", ".join(f"{k}: {v}" for k, v in inputs["formats"].items())))
 
     def info(key, fallback="\u2014"):
         value = run_info.get(key)
@@ -633,6 +636,12 @@ def _index_page(wh: _Warehouse, run_info: dict, rates: pd.DataFrame, regroup: pd
         ("compliance.html", "Compliance", "upcoding flags with evidence, coder funnel, facility target areas, "
                                           "short stays")]), section_id="reports"),
         section("This run", placeholder(period), kv_table(meta_rows), section_id="run")]
+    warnings = run_info.get("warnings") or []
+    if warnings:
+        parts.append(section("Warnings", "<ul>" + "".join(
+            f"<li>{esc(w.get('message'))} <span class=\"note\">({esc(w.get('code'))}, {count(w.get('count'))})</span></li>"
+            for w in warnings) + "</ul>", intro="What did not stop the run but changes how to read it.",
+            section_id="warnings"))
 
     if wh.has("rejected_rows"):
         rejected = wh.df(f"""SELECT entity, rule, "column", count(*) AS rows, count(DISTINCT "row") AS source_rows,
