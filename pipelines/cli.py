@@ -195,6 +195,7 @@ def _generate(args, out: Path, fmt: str = "csv") -> dict:
 def _sample(args) -> None:
     import duckdb
 
+    from audits.errors import InputError
     from audits.sampling import draw_sample, worklist
     from audits.universe import stage_universe
     from reports.exports import write_csv
@@ -203,13 +204,22 @@ def _sample(args) -> None:
     rejected = stage_universe(con, args.universe, args.date_format)
     if len(rejected):
         first = rejected.iloc[0]
-        from audits.errors import InputError
         raise InputError(f"{len(rejected)} universe rows are invalid ({first['reason']}); fix them first: a "
                          "sampling frame must list each claim once", file=first["source_file"], row=int(first["row"]),
                          column=first["column"])
     universe = con.execute("SELECT * EXCLUDE (source_file, source_row) FROM ok_universe").df()
-    sample, description = draw_sample(universe, args.size, seed=args.seed,
-                                      stratum="stratum" if args.stratify else None)
+    if args.stratify and universe["stratum"].isna().any():
+        missing = int(universe["stratum"].isna().sum())
+        what = ("has no `stratum` column" if missing == len(universe)
+                else f"has {missing:,} claims without a stratum")
+        raise InputError(f"--stratify draws within the universe's `stratum` column, and the universe {what}. "
+                         "Add a `stratum` value to every claim (e.g. the DRG family or the facility), or leave "
+                         "out --stratify for a simple random sample", file=args.universe[0], column="stratum")
+    try:
+        sample, description = draw_sample(universe, args.size, seed=args.seed,
+                                          stratum="stratum" if args.stratify else None)
+    except ValueError as exc:  # the size against the universe: the user's numbers
+        raise InputError(str(exc), file=args.universe[0]) from None
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(worklist(sample), args.out / "worklist.csv")
     description["universe_files"] = [str(p) for p in args.universe]
@@ -233,11 +243,54 @@ def _print_summary(summary: dict, workdir: Path) -> None:
     print(f"Reports:   {workdir / 'reports' / 'index.html'}")
 
 
+def _check_options(args) -> None:
+    """A user's mistake in an option is exit 2 with what to do, before anything runs."""
+    import re
+
+    from audits.errors import InputError
+
+    def folder_for_output(path: Path, option: str) -> None:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{option} must be a folder; {path} is a file", file=path)
+
+    if getattr(args, "n_claims", None) is not None and args.n_claims < 1:
+        raise InputError(f"--n-claims must be at least 1, not {args.n_claims}")
+    if getattr(args, "audit_sample", None) is not None and not 0 <= args.audit_sample <= args.n_claims:
+        raise InputError(f"--audit-sample must be between 0 and --n-claims ({args.n_claims}), not {args.audit_sample}")
+    if args.command in ("generate", "sample"):
+        folder_for_output(args.out, "--out")
+    if args.command == "sample":
+        if args.size < 1:
+            raise InputError(f"--size must be at least 1, not {args.size}")
+    if getattr(args, "seed", None) is not None and args.seed < 0:
+        raise InputError(f"--seed must be a whole number 0 or above, not {args.seed}")
+    if args.command not in ("run", "demo"):
+        return
+    folder_for_output(args.workdir, "--workdir")
+    if args.period is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", args.period):
+        raise InputError(f"--period must be a month written YYYY-MM (e.g. 2026-11), not {args.period!r}")
+    if not 0 <= args.max_rejected_share <= 1:
+        raise InputError(f"--max-rejected-share is a share between 0 and 1 (e.g. 0.5), not {args.max_rejected_share}")
+    if args.weights_dir is not None and not args.weights_dir.is_dir():
+        raise InputError("--weights-dir must be a folder of CMS Table 5 files; it does not exist or is a file",
+                         file=args.weights_dir)
+    from audits.pricing import load_rate_config
+
+    load_rate_config(args.rates_config, base_rate_override=args.base_rate)  # InputError naming the problem
+    if args.command == "run":
+        for option in ("claims", "reviews", "claim_diagnoses", "claim_procedures", "review_diagnoses",
+                       "review_procedures", "universe", "peers"):
+            for path in getattr(args, option) or []:
+                if not path.exists():
+                    raise InputError(f"--{option.replace('_', '-')}: file not found", file=path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from audits.errors import InputError
 
     try:
+        _check_options(args)
         if args.command == "generate":
             _generate(args, args.out, args.format)
             return EXIT_OK
