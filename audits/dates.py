@@ -83,17 +83,18 @@ def slash_date_orders(con: duckdb.DuckDBPyConnection, table: str, columns: list[
     if not columns:
         return {}
     values = " UNION ALL ".join(
-        f"SELECT _source_file AS f, _source_row AS r, '{c}' AS col, CAST({c} AS VARCHAR) AS v FROM {table} "
-        f"WHERE regexp_full_match(CAST({c} AS VARCHAR), '{_YEAR_LAST.format()}')" for c in columns)
+        f"SELECT _source_file AS f, _source_row * 100 + {i} AS k, _source_row AS r, '{c}' AS col, "
+        f"CAST({c} AS VARCHAR) AS v FROM {table} "
+        f"WHERE regexp_full_match(CAST({c} AS VARCHAR), '{_YEAR_LAST.format()}')" for i, c in enumerate(columns))
     rows = con.execute(f"""
         WITH p AS (SELECT *, CAST(split_part(v, '/', 1) AS INTEGER) AS a,
                              CAST(split_part(v, '/', 2) AS INTEGER) AS b FROM ({values}))
         SELECT f, count(*) FILTER (a > 12 AND b <= 12), count(*) FILTER (b > 12 AND a <= 12),
                count(*) FILTER (a <= 12 AND b <= 12 AND a <> b),
-               arg_min(v, r) FILTER (a > 12 AND b <= 12), arg_min(v, r) FILTER (b > 12 AND a <= 12),
-               arg_min(v, r) FILTER (a <= 12 AND b <= 12 AND a <> b),
-               arg_min(r, r) FILTER (a <= 12 AND b <= 12 AND a <> b),
-               arg_min(col, r) FILTER (a <= 12 AND b <= 12 AND a <> b)
+               arg_min(v, k) FILTER (a > 12 AND b <= 12), arg_min(v, k) FILTER (b > 12 AND a <= 12),
+               arg_min(v, k) FILTER (a <= 12 AND b <= 12 AND a <> b),
+               arg_min(r, k) FILTER (a <= 12 AND b <= 12 AND a <> b),
+               arg_min(col, k) FILTER (a <= 12 AND b <= 12 AND a <> b)
         FROM p GROUP BY f ORDER BY f""").fetchall()
     orders: dict[str, str] = {}
     for file, day_first, month_first, ambiguous, ex_day, ex_month, ex_amb, row, column in rows:

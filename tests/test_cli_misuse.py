@@ -78,3 +78,10 @@ def test_misused_option_is_exit_2_never_internal_error(tmp_path, files, command,
     assert code == 2, err
     assert "internal error" not in err and "Traceback" not in err
     assert err.strip(), "no message"
+
+
+def test_stratify_without_a_stratum_column_says_what_to_do(tmp_path, files):
+    code, err = _run(["sample", "--universe", files["claims"], "--size", "2", "--seed", "1", "--stratify",
+                      "--out", tmp_path / "s"])
+    assert code == 2
+    assert "has no `stratum` column" in err and "leave out --stratify" in err and "claims.csv" in err
