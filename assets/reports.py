@@ -27,7 +27,8 @@ def reports(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
 
 @dg.asset(deps=["reports"], partitions_def=audit_periods, pool=WAREHOUSE_POOL, kinds={"duckdb"},
           group_name="reports")
-def publish(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def publish(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+            settings: AuditSettings) -> dg.MaterializeResult:
     """Every table the run staged replaces the published one in one DuckDB transaction (with the
     run's `runs` row); then summary.json and the report folder are renamed into place."""
     period, run_id = context.partition_key, context.run.run_id
@@ -38,7 +39,8 @@ def publish(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> 
             table = runs.ensure_runs(con)
             staging.attach_stage(con, staging.stage_file(workdir, run_id))
             try:
-                counts = staging.publish(con, extra_sql=[runs.succeeded_sql(run_id, summary, table)])
+                counts = staging.publish(con, extra_sql=[runs.succeeded_sql(
+                    run_id, summary, table, settings.weights_folder or None)])
             finally:
                 con.execute(f"DETACH {staging.STAGE}")
     except Exception as exc:

@@ -71,9 +71,20 @@ def start(con: duckdb.DuckDBPyConnection, run_id: str, period: str, files: dict[
     con.execute("COMMIT")
 
 
-def succeeded_sql(run_id: str, summary: dict, table: str = "runs") -> tuple[str, list]:
+def weights_sources(fiscal_years, weights_dir: str | Path | None = None) -> list[str]:
+    """Where each fiscal year's Table 5 came from, as `load_weights` picks it."""
+    from audits.weights import PACKAGED_WEIGHTS, find_table5_files
+
+    dropped = find_table5_files(weights_dir) if weights_dir else {}
+    return [f"FY{fy}: " + (f"packaged {PACKAGED_WEIGHTS[fy]}" if fy in PACKAGED_WEIGHTS
+                           else str(dropped.get(fy, "unknown")))
+            for fy in sorted(int(y) for y in fiscal_years or [])]
+
+
+def succeeded_sql(run_id: str, summary: dict, table: str = "runs",
+                  weights_dir: str | Path | None = None) -> tuple[str, list]:
     """The UPDATE that marks the run succeeded; runs inside the publish transaction."""
-    weights = summary.get("weights_sources") or [f"FY{y}" for y in summary.get("weights_fiscal_years") or []]
+    weights = weights_sources(summary.get("weights_fiscal_years"), weights_dir)
     return (f"UPDATE {table} SET status = 'succeeded', finished_at = ?, grouper_version = ?, weights_sources = ?, "
             "warnings = ? WHERE run_id = ?",
             [_now(), summary.get("grouper"), json.dumps(weights), json.dumps(summary.get("warnings") or []), run_id])

