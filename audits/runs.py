@@ -174,4 +174,5 @@ def later_failures(con: duckdb.DuckDBPyConnection, period: str, after: dt.dateti
                           WHERE audit_period = ? AND status IN ('failed', 'interrupted')
                             AND (? IS NULL OR started_at > ?) ORDER BY started_at""",
                        [period, after, after]).fetchall()
-    return [{"run_id": r[0], "started_at": str(r[1]), "status": r[2], "reason": r[3]} for r in rows]
+    return [{"run_id": r[0], "started_at": f"{r[1]:%Y-%m-%d %H:%M:%S} UTC", "status": r[2], "reason": r[3]}
+            for r in rows]
