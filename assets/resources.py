@@ -67,9 +67,8 @@ class WarehouseResource(DuckDBResource):
     def staged(self, context):
         """The step's connection, with the run's stage attached and `run_view` current (every table
         as it will be once this run publishes). A step that fails records the run as failed."""
-        from audits.staging import open_stage, stage_file
-
         from audits.runs import status_of
+        from audits.staging import open_stage, stage_file
 
         run_id = context.run.run_id
         try:
@@ -79,8 +78,8 @@ class WarehouseResource(DuckDBResource):
                                            "nothing of this run will be published")
                 with open_stage(con, stage_file(self.workdir, run_id)):
                     yield con
-        except RunFailedEarlier:
-            raise
+        except (RunFailedEarlier, WarehouseBusyError):
+            raise  # nothing to record: an earlier step did, or the lock is someone else's
         except Exception as exc:
             self.record_failure(context, exc)
             raise
