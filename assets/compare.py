@@ -22,7 +22,7 @@ def _build_all(con) -> None:
 def coding_comparison(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Original vs audited codes per audited claim, error rates by position with Wilson intervals,
     and coder scorecards (DESIGN.md "Definitions")."""
-    with warehouse.get_connection() as con:
+    with warehouse.staged(context) as con:
         counts = build_for_period(con, context.partition_key, ("claims", "reviews", "claim_codes"),
                                   COMPARE_TABLES, _build_all)
     context.log.info(f"compared codes: {counts['code_diffs']:,} code rows, {counts['error_rates']:,} rate rows")

@@ -27,7 +27,7 @@ def upcoding(context: dg.AssetExecutionContext, warehouse: WarehouseResource, se
     def build(con) -> None:
         counts_by_level.update(build_flags(con, peers=peers, weights_dir=settings.weights_folder or None))
 
-    with warehouse.get_connection() as con:
+    with warehouse.staged(context) as con:
         counts = build_for_period(
             con, context.partition_key,
             ("claims", "reviews", "claim_codes", "universe", "code_diffs", "claim_regroup"), FLAG_TABLES, build)

@@ -1,15 +1,20 @@
-"""Ingest assets: `claims`, `reviews`, `claim_codes`, `rejected_rows`, `universe`, published in one transaction."""
+"""Ingest assets: `claims`, `reviews`, `claim_codes`, `rejected_rows`, `universe`, staged for the run's
+publish step (see `audits.staging`)."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
 
 from assets.resources import WAREHOUSE_POOL, AuditSettings, WarehouseResource, audit_periods, warehouse_check
 from audits import ingest as ingest_logic
+from audits import runs
+from audits.staging import STAGE, staging_dir
+from audits.warehouse import ensure_schema
 from audits.quality import published_checks
 from audits.readers import InputFiles
 
-INGEST_TABLES = ("claims", "reviews", "claim_codes", "rejected_rows", "universe")
+INGEST_TABLES = ("claims", "reviews", "claim_codes", "rejected_rows", "universe", "load_warnings")
 
 
 class IngestConfig(dg.Config):
@@ -24,6 +29,7 @@ class IngestConfig(dg.Config):
     review_procedures: list[str] = []
     universe: list[str] = []
     formats: dict[str, str] = {}  # {"claims": "tuva", "reviews": "auto"}; empty = canonical
+    date_format: str = ""  # how slash dates with the year last are read: mdy, dmy or ymd; "" = as the file proves
 
 
 def files_in_drop_folder(drop: Path, period: str) -> InputFiles:
@@ -61,13 +67,23 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: W
     if not files.claims and not files.reviews:
         files = files_in_drop_folder(Path(settings.drop_folder), period)
     context.log.info(f"loading audit period {period}: {files.as_dict()}")
+    run_id = context.run.run_id
     with warehouse.get_connection() as con:
+        ensure_schema(con)
+        runs.recover(con, warehouse.workdir, run_id)
+        runs.start(con, run_id, period, {k: v for k, v in files.as_dict().items() if k != "formats"})
+    if context.instance.is_ephemeral:  # in-process run (the CLI): this process is the run
+        owner = staging_dir(warehouse.workdir, run_id) / "owner"
+        owner.parent.mkdir(parents=True, exist_ok=True)
+        owner.write_text(f"{os.getpid()}\n")
+    with warehouse.staged(context) as con:
         result = ingest_logic.load(con, files, period, settings.max_rejected_share,
-                                   settings.weights_folder or None)
-        # Read back on the same connection: once it is released another run of this period may
-        # replace the load (and its `loads` row) before this step ends.
+                                   weights_dir=settings.weights_folder or None,
+                                   date_format=config.date_format or None)
+        # The staged `loads` row, as the run will publish it.
         row = con.execute("SELECT claims_in, claims_loaded, claims_rejected, reviews_in, reviews_loaded, "
-                          "reviews_rejected FROM loads WHERE load_id = ?", [result.load_id]).fetchall()[0]
+                          f"reviews_rejected FROM {STAGE}.main.loads WHERE load_id = ?",
+                          [result.load_id]).fetchall()[0]
     counts = result.as_dict()
     for f in result.formats:
         context.log.info(f"{f['entity']} file {f['file']}: read as {f['format']}"

@@ -1,11 +1,12 @@
-"""`reports`: index, audit, revenue and compliance pages of the period, with their CSV exports."""
+"""`reports`: index, audit, revenue and compliance pages of the period with their CSV exports,
+written into the run's staging folder; `publish`: the run made visible at once."""
 
 import json
-import shutil
 
 import dagster as dg
 
 from assets.resources import WAREHOUSE_POOL, AuditSettings, WarehouseResource, audit_periods
+from audits import runs, staging
 from reports import write_reports
 
 
@@ -13,16 +14,38 @@ from reports import write_reports
           group_name="reports")
 def reports(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
             settings: AuditSettings) -> dg.MaterializeResult:
-    """Self-contained HTML pages (plotly.js embedded, no network) in <workdir>/reports/<period>/,
-    copied to <workdir>/reports/ as the latest run."""
-    period = context.partition_key
-    summary = json.loads((settings.workdir_path / "summary.json").read_text(encoding="utf-8"))
-    out = settings.workdir_path / "reports" / period
-    with warehouse.get_connection() as con:
-        written = write_reports(con, period, out, summary)
-    latest = settings.workdir_path / "reports"
-    for path in written.values():
-        shutil.copy2(path, latest / path.name)
-    context.log.info(f"reports written to {latest / 'index.html'}")
-    return dg.MaterializeResult(metadata={"index": str(latest / "index.html"),
-                                          "files": dg.MetadataValue.json(sorted(p.name for p in written.values()))})
+    """Self-contained HTML pages (plotly.js embedded, no network) for <workdir>/reports/<period>/,
+    also copied to <workdir>/reports/ as the latest run, once the run publishes."""
+    period, run_id = context.partition_key, context.run.run_id
+    folder = staging.staging_dir(warehouse.workdir, run_id)
+    with warehouse.staged(context) as con:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        written = write_reports(con, period, folder / "reports" / period, summary)
+    context.log.info(f"reports staged in {folder / 'reports' / period}")
+    return dg.MaterializeResult(metadata={"files": dg.MetadataValue.json(sorted(p.name for p in written.values()))})
+
+
+@dg.asset(deps=["reports"], partitions_def=audit_periods, pool=WAREHOUSE_POOL, kinds={"duckdb"},
+          group_name="reports")
+def publish(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+            settings: AuditSettings) -> dg.MaterializeResult:
+    """Every table the run staged replaces the published one in one DuckDB transaction (with the
+    run's `runs` row); then summary.json and the report folder are renamed into place."""
+    period, run_id = context.partition_key, context.run.run_id
+    workdir = warehouse.workdir
+    summary = staging.read_staged_summary(workdir, run_id)
+    try:
+        with warehouse.get_connection() as con:
+            table = runs.ensure_runs(con)
+            staging.attach_stage(con, staging.stage_file(workdir, run_id))
+            try:
+                counts = staging.publish(con, extra_sql=[runs.succeeded_sql(
+                    run_id, summary, table, settings.weights_folder or None)])
+            finally:
+                con.execute(f"DETACH {staging.STAGE}")
+    except Exception as exc:
+        warehouse.record_failure(context, exc)
+        raise
+    staging.move_into_place(workdir, run_id, period)
+    context.log.info(f"published {len(counts)} tables, summary.json and the reports of {period}")
+    return dg.MaterializeResult(metadata={"tables": dg.MetadataValue.json(counts)})

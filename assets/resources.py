@@ -1,4 +1,5 @@
-"""Settings shared by the assets: where the working folder and the drop folder are."""
+"""Settings shared by the assets: where the working folder and the drop folder are; the warehouse
+connection every step opens on the run's stage (see `audits.staging`)."""
 
 
 from contextlib import contextmanager
@@ -62,17 +63,74 @@ class WarehouseResource(DuckDBResource):
         finally:
             conn.close()
 
+    @property
+    def workdir(self) -> Path:
+        return Path(self.database).parent
+
+    @contextmanager
+    def staged(self, context):
+        """The step's connection, with the run's stage attached and `run_view` current (every table
+        as it will be once this run publishes). A step that fails records the run as failed."""
+        from audits.runs import status_of
+        from audits.staging import open_stage, stage_file
+
+        run_id = context.run.run_id
+        try:
+            with self.get_connection() as con:
+                if status_of(con, run_id) == "failed":
+                    raise RunFailedEarlier("an earlier step of this run failed (see the runs table); "
+                                           "nothing of this run will be published")
+                with open_stage(con, stage_file(self.workdir, run_id)):
+                    yield con
+        except (RunFailedEarlier, WarehouseBusyError):
+            raise  # nothing to record: an earlier step did, or the lock is someone else's
+        except Exception as exc:
+            self.record_failure(context, exc)
+            raise
+
+    def record_failure(self, context, error) -> None:
+        """The failed run's own small transaction in `runs`, its staging folder discarded, and a
+        notice on the period's published overview page. Never hides the original error."""
+        from audits import runs, staging
+        from reports.status import mark_later_failure
+
+        run_id, period = context.run.run_id, context.run.tags.get("dagster/partition")
+        reason = error if isinstance(error, str) else failure_reason(error)
+        try:
+            with self.get_connection() as con:
+                runs.record_failure(con, run_id, period, reason, step=context.op_def.name)
+                mark_later_failure(self.workdir, period, runs.later_failures(con, period, None)[-1:])
+        except Exception as exc:  # noqa: BLE001 - e.g. the lock is still held: the error itself matters more
+            context.log.warning(f"could not record the failed run in the runs table: {exc}")
+        staging.discard(self.workdir, run_id)
+
 
 def warehouse_check(asset: str, name: str, description: str, evaluate) -> dg.AssetChecksDefinition:
     """A blocking asset check that runs `evaluate(con) -> {"passed", "metadata"}` on the warehouse."""
 
     @dg.asset_check(asset=asset, name=name, blocking=True, pool=WAREHOUSE_POOL, description=description)
-    def check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        with warehouse.get_connection() as con:
+    def check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        # On the run's staged tables: a failing check blocks what would publish them.
+        with warehouse.staged(context) as con:
             outcome = evaluate(con)
+        if not outcome["passed"]:
+            warehouse.record_failure(context, f"blocking check {asset}.{name} failed: {outcome['metadata']}")
         return dg.AssetCheckResult(passed=outcome["passed"], metadata=outcome["metadata"])
 
     return check
+
+
+def failure_reason(error: BaseException) -> str:
+    """The user's words for why a step failed: the message of an input error, else type and message."""
+    from audits.errors import InputError
+
+    if isinstance(error, InputError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+class RunFailedEarlier(RuntimeError):
+    """A step of a run that has already failed: it stops at once instead of building for nothing."""
 
 
 class WarehouseBusyError(RuntimeError):

@@ -26,7 +26,7 @@ def revenue(context: dg.AssetExecutionContext, warehouse: WarehouseResource, set
         figures.update(build_regroup(con, grouper, rate_config, settings.weights_folder or None))
         figures["extrapolation"] = build_extrapolation(con)
 
-    with warehouse.get_connection() as con:
+    with warehouse.staged(context) as con:
         counts = build_for_period(con, context.partition_key, ("claims", "reviews", "claim_codes", "universe"),
                                   REVENUE_TABLES, build)
     context.log.info(f"regrouped {counts['claim_regroup']:,} audited claims with {grouper.version_string} "
@@ -65,7 +65,7 @@ def billed_drg_validation(context: dg.AssetExecutionContext, warehouse: Warehous
         else:
             con.execute(f"CREATE OR REPLACE TABLE billed_drg_validation ({BILLED_VALIDATION_SCHEMA})")
 
-    with warehouse.get_connection() as con:
+    with warehouse.staged(context) as con:
         build_for_period(con, context.partition_key, ("claims", "claim_codes"), ("billed_drg_validation",), build)
     if settings.regroup_universe:
         context.log.info(f"regrouped {figures['claims_regrouped']:,} claims: {figures['billed_drg_mismatches']:,} "

@@ -21,9 +21,10 @@ from audits.coverage import check_reference_coverage
 from audits.errors import InputError
 from audits.grouping import msdrg_versions
 from audits.readers import InputFiles, stage_inputs
+from audits.staging import STAGE, direct_publish, stage_rows
 from audits.universe import stage_universe
 from audits.validation import validate_load
-from audits.warehouse import ensure_schema
+from audits.warehouse import SCHEMA, ensure_schema
 
 
 class TooManyRejectedError(InputError):
@@ -45,6 +46,7 @@ class LoadResult:
     # Layout of each file read and records the readers left out by reason (see audits.readers.stage).
     formats: list[dict] = field(default_factory=list)
     skipped_records: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)  # [{code, message, count}] that did not stop the load
     coverage: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -70,21 +72,26 @@ def current_period(today: dt.date | None = None) -> str:
 
 
 def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
-         max_rejected_share: float = 0.5, weights_dir: str | Path | None = None) -> LoadResult:
-    """Load one set of input files as audit period `audit_period` into the warehouse on `con`.
+         max_rejected_share: float = 0.5, weights_dir: str | Path | None = None,
+         date_format: str | None = None) -> LoadResult:
+    """Load one set of input files as audit period `audit_period` into the warehouse on `con` (into
+    the run's stage when one is attached, see `audits.staging`).
 
     Before publishing, every accepted claim's discharge date must have a Table 5 (shipped or in
     `weights_dir`) and an MS-DRG version the grouper carries or one older than it (see
     `audits.coverage`): else InputError, and nothing is published."""
-    ensure_schema(con)
+    if STAGE not in {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}:
+        ensure_schema(con)
     staged = stage_inputs(con, files)
     # Reviews are checked against the claims that will exist after this load: this load's accepted
     # claims, and the published ones it neither replaces (its period) nor re-loads.
     period_sql = audit_period.replace("'", "''")
     surviving = (f"(SELECT * FROM claims WHERE audit_period IS DISTINCT FROM '{period_sql}' "
                  "AND claim_id NOT IN (SELECT claim_id FROM ok_claims)) AS surviving_claims")
-    rejections = staged.name_user_columns(validate_load(con, published_claims=surviving))
-    universe_rejections = stage_universe(con, files.universe)
+    warnings: list[dict] = []
+    rejections = staged.name_user_columns(validate_load(con, published_claims=surviving, date_format=date_format,
+                                                        warnings=warnings))
+    universe_rejections = stage_universe(con, files.universe, date_format, warnings)
     universe_in = _count(con, "SELECT count(*) FROM stg_universe")
     universe_ok = _count(con, "SELECT count(*) FROM ok_universe")
     rejections = pd.concat([rejections, universe_rejections], ignore_index=True)
@@ -94,7 +101,8 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
     reviews_ok = _count(con, "SELECT count(*) FROM ok_reviews")
     load_id = f"{audit_period}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     result = LoadResult(load_id, audit_period, staged.layouts, claims_in, claims_ok, reviews_in, reviews_ok,
-                        rejections, universe_in, universe_ok, staged.formats, staged.skipped_records)
+                        rejections, universe_in, universe_ok, formats=staged.formats,
+                        skipped_records=staged.skipped_records, warnings=warnings)
     for entity, total, ok in (("claims", claims_in, claims_ok), ("reviews", reviews_in, reviews_ok),
                               ("universe", universe_in, universe_ok)):
         if total and (total - ok) / total > max_rejected_share:
@@ -118,7 +126,10 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 
 def _publish(con: duckdb.DuckDBPyConnection, result: LoadResult, files: InputFiles) -> None:
+    """Stage the load (published by the run's publish step, or here, in one transaction, when no
+    run is staging): it replaces the period's rows and any claim or review it brings again."""
     period = result.audit_period
+    p = period.replace("'", "''")
     rejected = result.rejections.copy()
     rejected.insert(0, "load_id", result.load_id)
     rejected.insert(1, "audit_period", period)
@@ -126,47 +137,52 @@ def _publish(con: duckdb.DuckDBPyConnection, result: LoadResult, files: InputFil
     for column in ("entity", "source_file", "claim_id", "column", "rule", "value", "reason"):
         rejected[column] = rejected[column].astype("string")
     con.register("new_rejections", rejected)
-    con.execute("BEGIN TRANSACTION")
+    warnings = pd.DataFrame(load_warnings(result, files), columns=["code", "message", "count"])
+    con.register("new_warnings", warnings.astype({"code": "string", "message": "string", "count": "int64"}))
+    values = {"p": period, "l": result.load_id}
+    in_period = f"audit_period = '{p}'"
     try:
-        con.execute("""CREATE OR REPLACE TEMP TABLE replaced_claims AS
-            SELECT claim_id FROM claims WHERE audit_period = $p UNION SELECT claim_id FROM ok_claims""",
-                    {"p": period})
-        con.execute("""CREATE OR REPLACE TEMP TABLE replaced_reviews AS
-            SELECT claim_id FROM reviews WHERE audit_period = $p UNION SELECT claim_id FROM ok_reviews""",
-                    {"p": period})
-        con.execute("""DELETE FROM claim_codes WHERE
-            (side = 'original' AND claim_id IN (SELECT claim_id FROM replaced_claims))
-            OR (side = 'audited' AND claim_id IN (SELECT claim_id FROM replaced_reviews))""")
-        con.execute("DELETE FROM claims WHERE claim_id IN (SELECT claim_id FROM replaced_claims)")
-        con.execute("DELETE FROM reviews WHERE claim_id IN (SELECT claim_id FROM replaced_reviews)")
-        con.execute("DELETE FROM rejected_rows WHERE audit_period = $p", {"p": period})
-        con.execute("DELETE FROM universe WHERE audit_period = $p", {"p": period})
-        con.execute("DELETE FROM loads WHERE audit_period = $p", {"p": period})
-        con.execute("""INSERT INTO claims BY NAME
-            SELECT *, $p AS audit_period, $l AS load_id FROM ok_claims""",
-                    {"p": period, "l": result.load_id})
-        con.execute("""INSERT INTO reviews BY NAME
-            SELECT *, $p AS audit_period, $l AS load_id FROM ok_reviews""",
-                    {"p": period, "l": result.load_id})
-        con.execute("""INSERT INTO claim_codes
-            SELECT claim_id, 'original', kind, position, code, poa FROM ok_claims_codes
-            UNION ALL
-            SELECT claim_id, 'audited', kind, position, code, poa FROM ok_reviews_codes""")
-        con.execute("""INSERT INTO universe BY NAME
-            SELECT *, $p AS audit_period, $l AS load_id FROM ok_universe""",
-                    {"p": period, "l": result.load_id})
-        con.execute("""INSERT INTO rejected_rows BY NAME
-            SELECT load_id, audit_period, entity, source_file, "row", claim_id, "column", rule, value, reason
-            FROM new_rejections""")
-        con.execute("INSERT INTO loads VALUES ($l, $p, now(), $i, $ci, $cl, $cr, $ri, $rl, $rr, $n, $ui, $ul)", {
-            "l": result.load_id, "p": period, "i": json.dumps({**files.as_dict(), "read": {
-                "formats": result.formats, "skipped_records": result.skipped_records}}),
-            "ci": result.claims_in, "cl": result.claims_loaded, "cr": result.claims_rejected,
-            "ri": result.reviews_in, "rl": result.reviews_loaded, "rr": result.reviews_rejected,
-            "n": len(rejected), "ui": result.universe_in, "ul": result.universe_loaded})
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        with direct_publish(con):
+            # claim_codes first: its condition reads the published claims and reviews it replaces.
+            stage_rows(con, "claim_codes", """
+                SELECT claim_id, 'original' AS side, kind, position, code, poa FROM ok_claims_codes
+                UNION ALL
+                SELECT claim_id, 'audited', kind, position, code, poa FROM ok_reviews_codes""",
+                f"""(side = 'original' AND claim_id IN (SELECT claim_id FROM {{warehouse}}.main.claims
+                        WHERE {in_period} UNION ALL SELECT claim_id FROM {STAGE}.main.claims))
+                    OR (side = 'audited' AND claim_id IN (SELECT claim_id FROM {{warehouse}}.main.reviews
+                        WHERE {in_period} UNION ALL SELECT claim_id FROM {STAGE}.main.reviews))""",
+                SCHEMA["claim_codes"])
+            for table, source in (("claims", "ok_claims"), ("reviews", "ok_reviews"), ("universe", "ok_universe")):
+                stage_rows(con, table, f"SELECT *, $p AS audit_period, $l AS load_id FROM {source}",
+                           in_period if table == "universe" else
+                           f"{in_period} OR claim_id IN (SELECT claim_id FROM {STAGE}.main.{table})",
+                           SCHEMA[table], values)
+            stage_rows(con, "rejected_rows", """SELECT load_id, audit_period, entity, source_file, "row", claim_id,
+                "column", rule, value, reason FROM new_rejections""", in_period, SCHEMA["rejected_rows"])
+            stage_rows(con, "loads", """SELECT $l AS load_id, $p AS audit_period, now() AS loaded_at, $i AS inputs,
+                    $ci AS claims_in, $cl AS claims_loaded, $cr AS claims_rejected, $ri AS reviews_in,
+                    $rl AS reviews_loaded, $rr AS reviews_rejected, $n AS rejected_rows, $ui AS universe_in,
+                    $ul AS universe_loaded""", in_period, SCHEMA["loads"], {
+                **values, "i": json.dumps({**files.as_dict(), "read": {
+                    "formats": result.formats, "skipped_records": result.skipped_records}}),
+                "ci": result.claims_in, "cl": result.claims_loaded, "cr": result.claims_rejected,
+                "ri": result.reviews_in, "rl": result.reviews_loaded, "rr": result.reviews_rejected,
+                "n": len(rejected), "ui": result.universe_in, "ul": result.universe_loaded})
+            stage_rows(con, "load_warnings", "SELECT $p AS audit_period, $l AS load_id, code, message, count "
+                       "FROM new_warnings", in_period, "audit_period VARCHAR, load_id VARCHAR, code VARCHAR, "
+                       "message VARCHAR, count BIGINT", values)
     finally:
         con.unregister("new_rejections")
+        con.unregister("new_warnings")
+
+
+def load_warnings(result: LoadResult, files: InputFiles) -> list[dict]:
+    """What the load resolved on its own and the user should know: ambiguous dates read one way,
+    layouts detected by `--format auto`."""
+    out = list(result.warnings)
+    for entity, fmt in (files.formats or {}).items():
+        if fmt == "auto" and entity in result.layouts:
+            out.append({"code": "layout_detected", "count": 1,
+                        "message": f"{entity} files read as the {result.layouts[entity]} layout (--format auto)"})
+    return out

@@ -3,8 +3,14 @@
 Builders in `audits/` are written against plain table names (`claims`, `reviews`, `claim_codes`, ...)
 and create their outputs with CREATE OR REPLACE. To run one for one audit period, the warehouse
 tables are exposed as views in an in-memory scratch catalog (reviews and other period tables
-filtered to the period), the builder runs there, and its outputs are published into the warehouse
-with an `audit_period` column, replacing that period in one transaction.
+filtered to the period), the builder runs there, and its outputs are staged with an
+`audit_period` column, replacing that period when the run publishes.
+
+Pattern for every table a step writes (see `audits.staging`): read plain table names (inside a run
+they are the warehouse as it will be after this run publishes), write only through
+`staging.stage_rows(con, table, select_sql, replaces)` (here: `replaces` = `audit_period = '<period>'`);
+the run's last step publishes every staged table in one transaction. Outside a run (tests,
+benchmarks) `build_for_period` publishes on its own, in one transaction.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Callable, Iterator, Sequence
 import duckdb
 
 from audits.errors import InputError
+from audits.staging import direct_publish, stage_rows
 
 SCRATCH = "period_scratch"
 # ICD-10-CM/PCS replaced ICD-9 for discharges from 1 October 2015: no audit period before it.
@@ -72,26 +79,16 @@ def period_scope(con: duckdb.DuckDBPyConnection, period: str, tables: Sequence[s
 
 def build_for_period(con: duckdb.DuckDBPyConnection, period: str, inputs: Sequence[str],
                      outputs: Sequence[str], build: Callable[[duckdb.DuckDBPyConnection], object]) -> dict[str, int]:
-    """Run `build(con)` over the period's `inputs`, then publish `outputs` (replacing the period).
-    Returns the row count published per output."""
+    """Run `build(con)` over the period's `inputs`, then stage `outputs` (replacing the period).
+    Returns the row count staged per output."""
     if not _valid_period(period):
         raise ValueError(f"audit period must be YYYY-MM, got {period!r}")
     counts: dict[str, int] = {}
-    with period_scope(con, period, inputs) as warehouse:
+    with direct_publish(con), period_scope(con, period, inputs):
         build(con)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            for table in outputs:
-                con.execute(f"""CREATE TABLE IF NOT EXISTS {warehouse}.main.{table} AS
-                                SELECT CAST(NULL AS VARCHAR) AS audit_period, * FROM {table} LIMIT 0""")
-                con.execute(f"DELETE FROM {warehouse}.main.{table} WHERE audit_period = ?", [period])
-                con.execute(f"""INSERT INTO {warehouse}.main.{table} BY NAME
-                                SELECT '{period}' AS audit_period, * FROM {table}""")
-                counts[table] = int(con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+        for table in outputs:
+            counts[table] = stage_rows(con, table, f"SELECT CAST('{period}' AS VARCHAR) AS audit_period, * "
+                                                   f"FROM {table}", f"audit_period = '{period}'")
     return counts
 
 

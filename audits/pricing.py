@@ -69,7 +69,9 @@ class RateConfig:
             "default_base_rate": float(self.default_base_rate),
             "facility_base_rates": len(self.facility_base_rates),
             "payer_multipliers": len(self.payer_multipliers),
-            "rates_source": self.source,
+            "rates_source": self.source if self.base_rate_override is None else (
+                f"--base-rate {self.base_rate_override:.2f} for every facility (what-if)"
+                + ("" if self.source == "default" else f"; payer multipliers from {self.source}")),
         }
 
 

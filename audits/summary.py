@@ -12,6 +12,61 @@ from pathlib import Path
 
 import duckdb
 
+# Every key summary.json may hold, with what it means: README's list is generated from this
+# (`readme_key_list`), and tests compare it with the keys a run writes. A new key goes here.
+SUMMARY_KEYS = {
+    "audit_period": "the audit period of the run (YYYY-MM)",
+    "run_id": "the run that wrote this file (its row in the `runs` table)",
+    "generated_at": "when the file was written (UTC)",
+    "load_id": "the load published by the run (table `loads`)",
+    "inputs": "the input files of the load, by kind (`claims`, `reviews`, ..., and `formats` when not canonical)",
+    "formats": "the layout each input file was read as: a list of `{entity, file, format, detected}`",
+    "skipped_records": "records the readers left out as not audited (e.g. outpatient bill types, claim types "
+                       "other than inpatient, FINAL_ACTION 'N'): a list of `{entity, file, reason, records}`",
+    "claims": "claims of the period",
+    "reviews": "reviews of the period",
+    "audited_claims": "claims with a review",
+    "rejected_rows": "rows quarantined by validation (table `rejected_rows`)",
+    "record_error_rate": "audited claims with a diagnosis error, over audited claims",
+    "principal_dx_error_rate": "audited claims whose principal diagnosis is not a match",
+    "secondary_dx_error_rate": "audited claims with at least one secondary diagnosis error",
+    "procedure_error_rate": "audited claims with at least one procedure result other than match",
+    "error_rate_by_position": 'unsupported share by diagnosis position: `{"1": ..., "2": ..., "omitted": ...}`',
+    "drg_change_rate": "regrouped audited claims whose audited DRG differs from the original, over the "
+                       "regrouped audited claims (`not_grouped_claims` left out)",
+    "drg_upgrade_rate": "regrouped audited claims with a positive delta (underpaid), same base",
+    "drg_downgrade_rate": "regrouped audited claims with a negative delta (overpaid), same base",
+    "underpaid_amount": "sum of the positive deltas (USD)",
+    "overpaid_amount": "sum of the magnitudes of the negative deltas (USD)",
+    "net_amount": "underpaid_amount - overpaid_amount (USD)",
+    "billed_drg_mismatch_rate": "audited claims whose billed DRG differs from the regrouped original DRG",
+    "not_priced_claims": "audited claims that could not be priced (counted as a zero delta)",
+    "not_grouped_claims": "audited claims discharged under an MS-DRG version older than the grouper's (before "
+                          "1 October 2022): in the error rates, not regrouped or priced",
+    "fiscal_years": "per fiscal year of discharge: `{claims, audited_claims, priced_claims, not_grouped_claims, "
+                    "msdrg_versions, weights}`; `msdrg_versions` counts the audited claims grouped with each "
+                    "version (`{\"v40.0\": 12, \"v40.1\": 9}`), `weights` is `shipped` or `file <path>`",
+    "extrapolation": "universe estimate of the total delta: `{point, lower_90, upper_90, universe_claims, "
+                     "sample_claims, overpayment_demand_lower_90}`, or null without a universe",
+    "extrapolation_note": "why there is no extrapolation (only when there is none and a reason is known)",
+    "grouper": "the MS-DRG grouper and its version",
+    "weights_fiscal_years": "the fiscal years of the Table 5 relative weights used",
+    "base_rate": "the base rate (USD): the `--base-rate` what-if, else the default base rate",
+    "rates": "`{base_rate, default_base_rate, facility_base_rates, payer_multipliers, rates_source}`: where "
+             "the rates came from",
+    "upcoding_flags": "flag counts by level: `{claim, coder, facility}`",
+    "billed_drg_validation": "with `--regroup-universe`: `{mismatches, ungroupable, amount_at_stake, "
+                             "net_difference}`; else null",
+    "warnings": "what did not stop the run: a list of `{code, message, count}` (codes "
+                "`ambiguous_dates_resolved`, `layout_detected`, `outside_grouper_versions`, `unpriced_claims`)",
+}
+
+
+def readme_key_list() -> str:
+    """The summary.json key list as README shows it."""
+    return "\n".join(f"- `{key}`: {text}" for key, text in SUMMARY_KEYS.items())
+
+
 
 def ingest_summary(con: duckdb.DuckDBPyConnection, audit_period: str) -> dict:
     p = {"p": audit_period}
@@ -44,13 +99,16 @@ def build_summary(con: duckdb.DuckDBPyConnection, audit_period: str, run_info: d
     figures = ingest_summary(con, audit_period)
     from audits.flags import flag_summary
 
-    with period_scope(con, audit_period, ("claims", "reviews", "error_rates", "claim_regroup",
-                                          "revenue_extrapolation", "upcoding_flags", "billed_drg_validation")):
+    tables = ["claims", "reviews", "error_rates", "claim_regroup", "revenue_extrapolation", "upcoding_flags", "billed_drg_validation"]
+    has_warnings = bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'load_warnings' "
+                                    "AND table_catalog = current_database()").fetchall()[0][0])
+    with period_scope(con, audit_period, tables + (["load_warnings"] if has_warnings else [])):
         figures.update(error_rate_summary(con))
         figures.update(revenue_summary(con))
         figures["upcoding_flags"] = flag_summary(con)
         figures["billed_drg_validation"] = billed_validation_summary(con)
         figures["fiscal_years"] = fiscal_year_summary(con, audit_period, weights_dir)
+        figures["warnings"] = run_warnings(con, has_warnings)
     figures.update(run_info or {})
     return figures
 
@@ -92,6 +150,28 @@ def fiscal_year_summary(con: duckdb.DuckDBPyConnection, audit_period: str,
         except MissingWeightsError:  # a claim of another period's load, audited here and never priced
             years[year]["weights"] = "missing"
     return {str(y): years[y] for y in sorted(years)}
+
+
+def run_warnings(con: duckdb.DuckDBPyConnection, has_load_warnings: bool = True) -> list[dict]:
+    """What did not stop the run but changes how to read it: [{code, message, count}]."""
+    out = []
+    if has_load_warnings:
+        out += [{"code": r[0], "message": r[1], "count": int(r[2])} for r in con.execute(
+            "SELECT code, message, count FROM load_warnings ORDER BY code, message").fetchall()]
+    unpriced, unsupported = con.execute("""
+        SELECT count(*) FILTER (WHERE direction = 'not_priced'),
+               count(*) FILTER (WHERE 'UNSUPPORTED_VERSION' IN (original_return_code, audited_return_code))
+        FROM claim_regroup""").fetchall()[0]
+    if unsupported:
+        out.append({"code": "outside_grouper_versions", "count": int(unsupported), "message": (
+            f"{unsupported:,} audited claims were discharged under an MS-DRG version older than the grouper's "
+            "(before 1 October 2022): counted in the error rates, not regrouped or priced (regroup_findings: "
+            "grouper_version_unavailable)")})
+    if unpriced:
+        out.append({"code": "unpriced_claims", "count": int(unpriced), "message": (
+            f"{unpriced:,} audited claims could not be priced and count as a zero delta; "
+            "see table regroup_findings for why")})
+    return out
 
 
 def billed_validation_summary(con: duckdb.DuckDBPyConnection) -> dict | None:

@@ -12,6 +12,7 @@ import duckdb
 import pandas as pd
 
 from audits.readers.base import _quote_ident, read_raw, require_columns
+from audits.dates import accepted_formats, slash_date_orders
 from audits.validation import (Rule, _gx, discharge_status_sql, drg_sql, parse_date_sql, run_expectations,
                                whole_number_sql)
 
@@ -19,8 +20,10 @@ UNIVERSE_COLUMNS = ("claim_id", "facility_id", "admit_date", "discharge_date", "
                     "payer", "coder_id", "service_line", "billed_drg", "stratum")
 
 
-def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> pd.DataFrame:
-    """Read the universe file(s) into TEMP table `ok_universe`; return the quarantined rows."""
+def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_format: str | None = None,
+                   warnings: list | None = None) -> pd.DataFrame:
+    """Read the universe file(s) into TEMP table `ok_universe`; return the quarantined rows. Slash
+    dates: see `audits.dates`."""
     con.execute("""CREATE OR REPLACE TEMP TABLE stg_universe (_source_file VARCHAR, _source_row BIGINT,
                    claim_id VARCHAR, facility_id VARCHAR, admit_date VARCHAR, discharge_date VARCHAR,
                    discharge_status VARCHAR, age VARCHAR, sex VARCHAR, payer VARCHAR, coder_id VARCHAR,
@@ -33,17 +36,18 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> pd.Data
                            for c in UNIVERSE_COLUMNS)
         con.execute(f"INSERT INTO stg_universe SELECT _source_file, _source_row, {select} FROM {raw}")
         con.execute(f"DROP TABLE {raw}")
+    orders = slash_date_orders(con, "stg_universe", ["admit_date", "discharge_date"], date_format, warnings)
     e = _gx().expectations
     rules = [
         Rule("required_value_missing", "claim_id", "claim_id is required and is blank",
              lambda: e.ExpectColumnValuesToNotBeNull(column="claim_id")),
         Rule("duplicate_claim_id", "claim_id", "claim_id appears more than once in the universe",
              lambda: e.ExpectColumnValuesToBeUnique(column="claim_id")),
-        Rule("invalid_date", "discharge_date", "discharge_date is not a date (use YYYY-MM-DD)",
+        Rule("invalid_date", "discharge_date", f"discharge_date is not a date (accepted: {accepted_formats(orders)})",
              lambda: e.ExpectColumnValuesToBeInSet(column="discharge_date_ok", value_set=[True])),
     ]
     frame = con.execute(f"""SELECT _source_file, _source_row, claim_id,
-        discharge_date IS NULL OR {parse_date_sql('discharge_date')} IS NOT NULL AS discharge_date_ok
+        discharge_date IS NULL OR {parse_date_sql('discharge_date', orders)} IS NOT NULL AS discharge_date_ok
         FROM stg_universe""").df()
     failures = run_expectations("universe_rows", frame, rules, ["_source_file", "_source_row"])
     columns = ["entity", "source_file", "row", "claim_id", "column", "rule", "value", "reason"]
@@ -60,8 +64,8 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> pd.Data
     con.register("universe_rejected", rejections[["source_file", "row"]])
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE ok_universe AS
-        SELECT s.claim_id, s.facility_id, {parse_date_sql('s.admit_date')} AS admit_date,
-               {parse_date_sql('s.discharge_date')} AS discharge_date,
+        SELECT s.claim_id, s.facility_id, {parse_date_sql('s.admit_date', orders, 's._source_file')} AS admit_date,
+               {parse_date_sql('s.discharge_date', orders, 's._source_file')} AS discharge_date,
                {discharge_status_sql('s.discharge_status')} AS discharge_status,
                {whole_number_sql('s.age')} AS age, upper(s.sex) AS sex, s.payer, s.coder_id, s.service_line,
                {drg_sql('s.billed_drg')} AS billed_drg, s.stratum,

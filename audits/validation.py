@@ -22,6 +22,7 @@ from audits.codes import (ICD10CM_PATTERN, ICD10PCS_PATTERN, POA_VALUES, drg_ver
 from audits.code_validity import code_validity  # noqa: E402
 from audits.contract import (AGE_MAX, AGE_MIN, DISCHARGE_STATUS_VALUES, MAX_POSITIONS,  # noqa: E402
                              SEX_VALUES)
+from audits.dates import accepted_formats, parse_date_sql, slash_date_orders  # noqa: E402,F401 - re-exported
 
 # Readers may stage their own findings (stg_<entity>_findings); validation quarantines them.
 READER_FINDINGS = True
@@ -46,20 +47,6 @@ class Rule:
 def _gx():
     import great_expectations as gx
     return gx
-
-
-def parse_date_sql(column: str) -> str:
-    """Dates as ISO 2026-01-31 (a midnight time part is tolerated: Parquet timestamps), US
-    01/31/2026 or compact 20260131, between 1900 and 2100; anything else is NULL (-> invalid_date).
-    Each format is matched exactly first: DuckDB's own cast also takes 'infinity', 'epoch', BC
-    dates and 1/5/26 as year 1."""
-    c = column
-    parsed = (f"CASE WHEN regexp_full_match({c}, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}([ T]00:00(:00(\\.0+)?)?)?') "
-              f"THEN CAST(try_strptime(left({c}, 10), '%Y-%m-%d') AS DATE) "
-              f"WHEN regexp_full_match({c}, '[0-9]{{1,2}}/[0-9]{{1,2}}/[0-9]{{4}}') "
-              f"THEN CAST(try_strptime({c}, '%m/%d/%Y') AS DATE) "
-              f"WHEN regexp_full_match({c}, '[0-9]{{8}}') THEN CAST(try_strptime({c}, '%Y%m%d') AS DATE) END")
-    return (f"(CASE WHEN {parsed} BETWEEN DATE '1900-01-01' AND DATE '2100-12-31' THEN {parsed} END)")
 
 
 def whole_number_sql(column: str) -> str:
@@ -121,7 +108,7 @@ def run_expectations(suite_name: str, frame: pd.DataFrame, rules: list[Rule],
     return pd.concat(failures, ignore_index=True)
 
 
-def _header_rules(entity: str) -> list[Rule]:
+def _header_rules(entity: str, dates: str = accepted_formats()) -> list[Rule]:
     e = _gx().expectations
     rules = []
     required = (["claim_id", "facility_id", "admit_date", "discharge_date", "discharge_status", "age",
@@ -135,9 +122,9 @@ def _header_rules(entity: str) -> list[Rule]:
         rules += [
             Rule("duplicate_claim_id", "claim_id", "claim_id appears more than once in this load",
                  lambda: e.ExpectColumnValuesToBeUnique(column="claim_id")),
-            Rule("invalid_date", "admit_date", "admit_date is not a date (use YYYY-MM-DD)",
+            Rule("invalid_date", "admit_date", f"admit_date is not a date (accepted: {dates})",
                  lambda: e.ExpectColumnValuesToBeInSet(column="admit_date_ok", value_set=[True])),
-            Rule("invalid_date", "discharge_date", "discharge_date is not a date (use YYYY-MM-DD)",
+            Rule("invalid_date", "discharge_date", f"discharge_date is not a date (accepted: {dates})",
                  lambda: e.ExpectColumnValuesToBeInSet(column="discharge_date_ok", value_set=[True])),
             Rule("discharge_before_admit", "discharge_date", "discharge_date is before admit_date",
                  lambda: e.ExpectColumnPairValuesAToBeGreaterThanB(
@@ -162,7 +149,7 @@ def _header_rules(entity: str) -> list[Rule]:
             Rule("duplicate_review", "claim_id",
                  "more than one review for this claim in this load (conflicting or repeated)",
                  lambda: e.ExpectColumnValuesToBeUnique(column="claim_id")),
-            Rule("invalid_date", "review_date", "review_date is not a date (use YYYY-MM-DD)",
+            Rule("invalid_date", "review_date", f"review_date is not a date (accepted: {dates})",
                  lambda: e.ExpectColumnValuesToBeInSet(column="review_date_ok", value_set=[True])),
             Rule("invalid_discharge_status", "discharge_status",
                  "discharge_status is not a UB-04 patient status code",
@@ -243,19 +230,26 @@ def _validate_code_rows(con: duckdb.DuckDBPyConnection, entity: str, layout_long
     return pd.concat(out, ignore_index=True)[columns] if out else pd.DataFrame(columns=columns)
 
 
-def validate_load(con: duckdb.DuckDBPyConnection, published_claims: str | None = "claims") -> pd.DataFrame:
+def validate_load(con: duckdb.DuckDBPyConnection, published_claims: str | None = "claims",
+                  date_format: str | None = None, warnings: list | None = None) -> pd.DataFrame:
     """Validate the staged load; create TEMP tables `ok_claims`, `ok_reviews`, `ok_codes` (typed,
-    normalised, accepted) and return the rejections (one row per failed rule and row)."""
-    rejections = [_validate_entity(con, "claims", published_claims)]
-    rejections.append(_validate_entity(con, "reviews", published_claims))
+    normalised, accepted) and return the rejections (one row per failed rule and row). Slash dates
+    are read as each file proves or `date_format` says (`audits.dates`); what that resolved is
+    appended to `warnings`."""
+    orders = {entity: slash_date_orders(con, f"stg_{entity}", columns, date_format, warnings)
+              for entity, columns in (("claims", ["admit_date", "discharge_date"]), ("reviews", ["review_date"]))}
+    rejections = [_validate_entity(con, "claims", published_claims, orders["claims"])]
+    rejections.append(_validate_entity(con, "reviews", published_claims, orders["reviews"]))
     return pd.concat(rejections, ignore_index=True)[REJECTION_COLUMNS]
 
 
-def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_claims: str | None) -> pd.DataFrame:
+def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_claims: str | None,
+                     orders: dict | None = None) -> pd.DataFrame:
+    orders = orders or {}
     codes_tbl = f"stg_{entity}_codes"
     # Codes: normalise, attach the discharge date that decides their validity.
     if entity == "claims":
-        date_source = f"(SELECT claim_id, {parse_date_sql('discharge_date')} AS discharge_date FROM stg_claims)"
+        date_source = f"(SELECT claim_id, {parse_date_sql('discharge_date', orders)} AS discharge_date FROM stg_claims)"
     else:
         published = (f"UNION ALL SELECT claim_id, discharge_date FROM {published_claims}"
                      if published_claims else "")
@@ -280,10 +274,10 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
     if entity == "claims":
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE v_claims AS
-            SELECT s.*, {parse_date_sql('admit_date')} AS admit_date_t,
-                   {parse_date_sql('discharge_date')} AS discharge_date_t,
-                   admit_date IS NULL OR {parse_date_sql('admit_date')} IS NOT NULL AS admit_date_ok,
-                   discharge_date IS NULL OR {parse_date_sql('discharge_date')} IS NOT NULL AS discharge_date_ok,
+            SELECT s.*, {parse_date_sql('admit_date', orders)} AS admit_date_t,
+                   {parse_date_sql('discharge_date', orders)} AS discharge_date_t,
+                   admit_date IS NULL OR {parse_date_sql('admit_date', orders)} IS NOT NULL AS admit_date_ok,
+                   discharge_date IS NULL OR {parse_date_sql('discharge_date', orders)} IS NOT NULL AS discharge_date_ok,
                    {whole_number_sql('age')} AS age_t,
                    age IS NULL OR {whole_number_sql('age')} IS NOT NULL AS age_ok,
                    upper(sex) AS sex_n, {discharge_status_sql('discharge_status')} AS discharge_status_n,
@@ -302,8 +296,8 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
             known += f" UNION SELECT claim_id FROM {published_claims}"
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE v_reviews AS
-            SELECT s.*, {parse_date_sql('review_date')} AS review_date_t,
-                   review_date IS NULL OR {parse_date_sql('review_date')} IS NOT NULL AS review_date_ok,
+            SELECT s.*, {parse_date_sql('review_date', orders)} AS review_date_t,
+                   review_date IS NULL OR {parse_date_sql('review_date', orders)} IS NOT NULL AS review_date_ok,
                    {discharge_status_sql('discharge_status')} AS discharge_status_n,
                    {drg_sql('reviewer_drg')} AS reviewer_drg_n,
                    s.claim_id IS NULL OR s.claim_id IN ({known}) OR s.claim_id IN (SELECT claim_id FROM v_claims)
@@ -317,7 +311,7 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
         frame = con.execute("""SELECT _source_file, _source_row, claim_id, reviewer_id, review_date,
             review_date_ok, discharge_status_n, claim_known, claim_rejected, has_principal_dx
             FROM v_reviews""").df()
-    header_failures = run_expectations(f"{entity}_rows", frame, _header_rules(entity),
+    header_failures = run_expectations(f"{entity}_rows", frame, _header_rules(entity, accepted_formats(orders)),
                                        ["_source_file", "_source_row"])
     if not header_failures.empty:
         raw = con.execute(f"SELECT * FROM stg_{entity}").df().set_index(["_source_file", "_source_row"])

@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--stratify", action="store_true",
                         help="stratified by the universe's `stratum` column, proportional allocation")
     sample.add_argument("--out", type=Path, required=True, help="folder for worklist.csv and sample.json")
+    sample.add_argument("--date-format", choices=("mdy", "dmy", "ymd"),
+                        help="how to read slash dates (as for `run`)")
 
     demo = sub.add_parser("demo", help="generate demo data and run the audit on it")
     demo.add_argument("--workdir", type=Path, default=Path("demo-run"))
@@ -84,6 +86,9 @@ def _run_options(p: argparse.ArgumentParser, workdir_required: bool = True) -> N
     p.add_argument("--weights-dir", type=Path,
                    help="folder of CMS Table 5 files: adds fiscal years not shipped (FY2027 on) and "
                         "replaces a shipped year (FY2016-FY2026) for this run")
+    p.add_argument("--date-format", choices=("mdy", "dmy", "ymd"),
+                   help="how to read slash dates: mdy (01/31/2026, US), dmy (31/01/2026) or ymd (2026/01/31); "
+                        "default: as the file proves, refused when every slash date is ambiguous")
 
 
 class _Progress(logging.Handler):
@@ -119,7 +124,7 @@ class _Progress(logging.Handler):
 def run_audit(files, workdir: Path, period: str | None, max_rejected_share: float = 0.5,
               base_rate: float | None = None, rates_config: Path | None = None,
               weights_dir: Path | None = None, peers: list | None = None,
-              regroup_universe: bool = False) -> dict:
+              regroup_universe: bool = False, date_format: str | None = None) -> dict:
     """Run the audit job in-process for one period; returns summary.json's content."""
     import dagster as dg
 
@@ -136,7 +141,8 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
     formats = files.pop("formats", None) or {}
     config = {"ops": {"ingest": {"config": {**{k.replace("-", "_"): [str(p) for p in v]
                                                for k, v in files.items()},
-                                            **({"formats": formats} if formats else {})}}}}
+                                            **({"formats": formats} if formats else {}),
+                                            **({"date_format": date_format} if date_format else {})}}}}
 
     @dg.logger
     def progress_logger(_init_context):
@@ -160,6 +166,10 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
                     cause = cause.cause
                 if cause.cls_name in ("InputError", "TooManyRejectedError", "MissingWeightsError"):
                     raise InputError(cause.message.split(": ", 1)[-1].strip())
+                if cause.cls_name == "DagsterAssetCheckFailedError":
+                    raise RuntimeError("blocking checks failed (" + ", ".join(
+                        line.strip() for line in cause.message.splitlines()[1:] if line.strip())
+                        + "): nothing of this run was published")
                 if cause.cls_name == "WarehouseBusyError":
                     raise RuntimeError("warehouse busy: " + cause.message.split(": ", 1)[-1].strip())
                 raise RuntimeError(f"step {event.step_key} failed: {cause.cls_name}: {cause.message.strip()}")
@@ -188,21 +198,31 @@ def _generate(args, out: Path, fmt: str = "csv") -> dict:
 def _sample(args) -> None:
     import duckdb
 
+    from audits.errors import InputError
     from audits.sampling import draw_sample, worklist
     from audits.universe import stage_universe
     from reports.exports import write_csv
 
     con = duckdb.connect(":memory:")
-    rejected = stage_universe(con, args.universe)
+    rejected = stage_universe(con, args.universe, args.date_format)
     if len(rejected):
         first = rejected.iloc[0]
-        from audits.errors import InputError
         raise InputError(f"{len(rejected)} universe rows are invalid ({first['reason']}); fix them first: a "
                          "sampling frame must list each claim once", file=first["source_file"], row=int(first["row"]),
                          column=first["column"])
     universe = con.execute("SELECT * EXCLUDE (source_file, source_row) FROM ok_universe").df()
-    sample, description = draw_sample(universe, args.size, seed=args.seed,
-                                      stratum="stratum" if args.stratify else None)
+    if args.stratify and universe["stratum"].isna().any():
+        missing = int(universe["stratum"].isna().sum())
+        what = ("has no `stratum` column" if missing == len(universe)
+                else f"has {missing:,} claims without a stratum")
+        raise InputError(f"--stratify draws within the universe's `stratum` column, and the universe {what}. "
+                         "Add a `stratum` value to every claim (e.g. the DRG family or the facility), or leave "
+                         "out --stratify for a simple random sample", file=args.universe[0], column="stratum")
+    try:
+        sample, description = draw_sample(universe, args.size, seed=args.seed,
+                                          stratum="stratum" if args.stratify else None)
+    except ValueError as exc:  # the size against the universe: the user's numbers
+        raise InputError(str(exc), file=args.universe[0]) from None
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(worklist(sample), args.out / "worklist.csv")
     description["universe_files"] = [str(p) for p in args.universe]
@@ -239,11 +259,55 @@ def _print_summary(summary: dict, workdir: Path) -> None:
     print(f"Reports:   {workdir / 'reports' / 'index.html'}")
 
 
+def _check_options(args) -> None:
+    """A user's mistake in an option is exit 2 with what to do, before anything runs."""
+    import re
+
+    from audits.errors import InputError
+
+    def folder_for_output(path: Path, option: str) -> None:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{option} must be a folder; {path} is a file", file=path)
+
+    if getattr(args, "n_claims", None) is not None and args.n_claims < 1:
+        raise InputError(f"--n-claims must be at least 1, not {args.n_claims}")
+    if getattr(args, "audit_sample", None) is not None and not 0 <= args.audit_sample <= args.n_claims:
+        raise InputError(f"--audit-sample must be between 0 and --n-claims ({args.n_claims}), not {args.audit_sample}")
+    if args.command in ("generate", "sample"):
+        folder_for_output(args.out, "--out")
+    if args.command == "sample":
+        if args.size < 1:
+            raise InputError(f"--size must be at least 1, not {args.size}")
+    if getattr(args, "seed", None) is not None and args.seed < 0:
+        raise InputError(f"--seed must be a whole number 0 or above, not {args.seed}")
+    if args.command not in ("run", "demo"):
+        return
+    folder_for_output(args.workdir, "--workdir")
+    if args.period is not None:
+        from audits.periods import check_audit_period
+        check_audit_period(args.period)
+    if not 0 <= args.max_rejected_share <= 1:
+        raise InputError(f"--max-rejected-share is a share between 0 and 1 (e.g. 0.5), not {args.max_rejected_share}")
+    if args.weights_dir is not None and not args.weights_dir.is_dir():
+        raise InputError("--weights-dir must be a folder of CMS Table 5 files; it does not exist or is a file",
+                         file=args.weights_dir)
+    from audits.pricing import load_rate_config
+
+    load_rate_config(args.rates_config, base_rate_override=args.base_rate)  # InputError naming the problem
+    if args.command == "run":
+        for option in ("claims", "reviews", "claim_diagnoses", "claim_procedures", "review_diagnoses",
+                       "review_procedures", "universe", "peers"):
+            for path in getattr(args, option) or []:
+                if not path.exists():
+                    raise InputError(f"--{option.replace('_', '-')}: file not found", file=path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from audits.errors import InputError
 
     try:
+        _check_options(args)
         if args.command == "generate":
             _generate(args, args.out, args.format)
             return EXIT_OK
@@ -255,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             # The demo's claims file is the whole universe the audit sample was drawn from.
             files = {"claims": [paths["claims"]], "reviews": [paths["reviews"]], "universe": [paths["claims"]]}
             summary = run_audit(files, args.workdir, args.period, args.max_rejected_share, args.base_rate,
-                                args.rates_config, args.weights_dir, None, args.regroup_universe)
+                                args.rates_config, args.weights_dir, None, args.regroup_universe, args.date_format)
         else:
             files = {"claims": args.claims, "reviews": args.reviews,
                      "claim-diagnoses": args.claim_diagnoses, "claim-procedures": args.claim_procedures,
@@ -264,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                      "formats": {} if args.format == "canonical" else {"claims": args.format,
                                                                        "reviews": args.format}}
             summary = run_audit(files, args.workdir, args.period, args.max_rejected_share, args.base_rate,
-                                args.rates_config, args.weights_dir, args.peers, args.regroup_universe)
+                                args.rates_config, args.weights_dir, args.peers, args.regroup_universe,
+                                args.date_format)
         _print_summary(summary, args.workdir)
         return EXIT_OK
     except InputError as exc:

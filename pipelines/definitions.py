@@ -17,7 +17,7 @@ from assets.compare import COMPARE_TABLES, coding_comparison
 from assets.ingest import INGEST_TABLES, published_table_checks
 from assets.ingest import ingest as ingest_assets
 from assets.flags import FLAG_TABLES, upcoding
-from assets.reports import reports
+from assets.reports import publish, reports
 from assets.revenue import REVENUE_CHECKS, REVENUE_TABLES, billed_drg_validation, revenue
 from assets.sampling import audit_sample
 from assets.resources import AuditSettings, WarehouseResource
@@ -27,13 +27,14 @@ from audits.periods import check_audit_period
 from audits.warehouse import connection_config
 
 ASSETS = [ingest_assets, coding_comparison, revenue, billed_drg_validation, upcoding, run_summary, reports,
-          audit_sample]
+          publish, audit_sample]
 CHECKS = [*published_table_checks, *REVENUE_CHECKS]
 
 audit_job = dg.define_asset_job(
     "audit_job", selection=dg.AssetSelection.assets(*INGEST_TABLES, *COMPARE_TABLES, *REVENUE_TABLES, *FLAG_TABLES,
-                                         "billed_drg_validation", "run_summary", "reports"),
-    description="Monthly audit: ingest and validate the period's files, then every downstream table.")
+                                         "billed_drg_validation", "run_summary", "reports", "publish"),
+    description="Monthly audit: ingest and validate the period's files, then every downstream table, built "
+                "aside and published at once by the last step.")
 
 
 sample_job = dg.define_asset_job(

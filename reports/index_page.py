@@ -12,6 +12,7 @@ from reports import figures
 from reports.audit_page import rate_card
 from reports.html import (Column, PageData, Table, count, figure_card, kv_table, links, money, note, page, section)
 from reports.revenue_page import extrapolation_cards
+from reports.status import placeholder
 from reports.warehouse import PeriodWarehouse
 
 PATIENT_COLUMNS = ("patient_id", "member_id", "mrn", "bene_id", "beneficiary_id")
@@ -37,6 +38,18 @@ def rejected_rows(wh: PeriodWarehouse) -> pd.DataFrame:
     patient = frame["column"].astype("string").str.lower().isin(PATIENT_COLUMNS).fillna(False)
     frame["value"] = frame["value"].astype("object").where(~patient, None)
     return frame[REJECTED_COLUMNS]
+
+
+def _fiscal_year_text(years: dict | None) -> str:
+    """'FY2023: 2 audited claims (v40.0 1, v40.1 1), weights shipped; ...' from summary.json fiscal_years."""
+    parts = []
+    for fy, v in (years or {}).items():
+        versions = ", ".join(f"{name} {n:,}" for name, n in (v.get("msdrg_versions") or {}).items())
+        text = f"FY{fy}: {v.get('audited_claims', 0):,} audited claims" + (f" ({versions})" if versions else "")
+        if v.get("not_grouped_claims"):
+            text += f", {v['not_grouped_claims']:,} not regrouped (MS-DRG version older than the grouper's)"
+        parts.append(text + f", weights {v.get('weights', 'missing')}")
+    return "; ".join(parts)
 
 
 def _reading_rows(formats, skipped) -> list[tuple[str, str]]:
@@ -84,6 +97,8 @@ def index_page(wh: PeriodWarehouse, run_info: dict, rates: pd.DataFrame, regroup
     read = (inputs or {}).get("read") or {}
     input_rows = [(f"{kind} file(s)", file_names(files)) for kind, files in (inputs or {}).items()
                   if files and kind not in ("formats", "read")]
+    if (inputs or {}).get("formats"):
+        input_rows.append(("Layout asked (--format)", ", ".join(f"{k}: {v}" for k, v in inputs["formats"].items())))
     input_rows += _reading_rows(run_info.get("formats", read.get("formats")),
                                 run_info.get("skipped_records", read.get("skipped_records")))
 
@@ -112,6 +127,7 @@ def index_page(wh: PeriodWarehouse, run_info: dict, rates: pd.DataFrame, regroup
     claims_count = run_info.get("claims")
     meta_rows = [
         ("Audit period", period),
+        ("Run id", str(info("run_id"))),
         ("Ran at", str(info("generated_at", generated))),
         ("Load id", str(info("load_id"))),
         *input_rows,
@@ -122,6 +138,7 @@ def index_page(wh: PeriodWarehouse, run_info: dict, rates: pd.DataFrame, regroup
         ("Rejected rows", count(len(rejected))),
         ("MS-DRG grouper", str(grouper)),
         ("Relative weights (fiscal years)", ", ".join(f"FY{y}" for y in years) or "\u2014"),
+        ("Fiscal years of discharge", _fiscal_year_text(run_info.get("fiscal_years")) or "\u2014"),
         ("Base rate", money(base_rate) if isinstance(base_rate, (int, float)) else "\u2014"),
         ("Rates source", str(rates_info.get("rates_source", "\u2014"))),
         ("Facility base rates configured", str(rates_info.get("facility_base_rates", "\u2014"))),
@@ -134,7 +151,7 @@ def index_page(wh: PeriodWarehouse, run_info: dict, rates: pd.DataFrame, regroup
                                            "universe estimate, rebill and refund worklists"),
         ("compliance.html", "Compliance", "flagged cases with evidence, coder funnel, facility target areas, "
                                           "short stays")]), section_id="reports"),
-        section("This run", kv_table(meta_rows), section_id="run"),
+        section("This run", placeholder(period), kv_table(meta_rows), section_id="run"),
         _quality_section(rejected, run_info, data)]
     parts.append(section("Downloads", links([
         ("audit_workbook.xlsx", "audit_workbook.xlsx", "Excel: summary, worklists, flagged cases, error rates, "

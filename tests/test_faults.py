@@ -1,10 +1,9 @@
 """Faults (issue 8, part 3): a run killed mid-way, two runs at once, a period run twice.
 
-- SIGKILL during the load (a 200,000-claim file, killed at several points: before the publish
-  transaction, when it commits, while DuckDB checkpoints) leaves the warehouse readable with the
-  previous tables, or, if the commit was reached, with the complete new load; never part of it.
-- SIGKILL between stages leaves each step's tables either as before the run or as that step
-  publishes them; the next run then completes and gives what an uninterrupted run gives.
+- SIGKILL during the load (a 200,000-claim file, killed at several points) leaves the warehouse
+  readable with the previous tables: the run publishes only at its last step (issue 13; kills
+  during every other stage are in tests/test_run_atomicity.py).
+- SIGKILL while the publish transaction commits leaves the previous tables or the whole new run.
 - Two runs started at once into one working folder both finish (the second waits for DuckDB's
   write lock) or one fails cleanly; the warehouse equals that of one run.
 - Re-running a period replaces it: every table equals the one-run result, no duplicates.
@@ -28,18 +27,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from assets.compare import COMPARE_TABLES
-from assets.flags import FLAG_TABLES
-from assets.ingest import INGEST_TABLES
-from assets.revenue import REVENUE_TABLES
 from audits.demo import DemoConfig, generate_demo
 from tests.helpers import good_claims, good_reviews, write_wide
 from tests.test_bad_input import cli, fingerprint, run_args
 
 REPO = Path(__file__).resolve().parents[1]
 DB = "warehouse.duckdb"
-LOAD_TABLES = (*INGEST_TABLES, "loads")
-STEP_OUTPUTS = [tuple(COMPARE_TABLES), tuple(REVENUE_TABLES), tuple(FLAG_TABLES)]
 
 
 class CliProcess:
@@ -217,76 +210,41 @@ def assert_next_run_completes(work: Path, inputs: Inputs, expected: Warehouse) -
 # SIGKILL during the load
 
 
-def _loaded_completely(work: Path, inputs: Inputs) -> bool:
-    counts = [_count(work, sql) for sql in (
-        "SELECT count(*) FROM claims", "SELECT count(DISTINCT claim_id) FROM claims", "SELECT count(*) FROM reviews",
-        "SELECT count(DISTINCT claim_id) FROM claim_codes WHERE side = 'original'",
-        "SELECT count(DISTINCT claim_id) FROM claim_codes WHERE side = 'audited'",
-        "SELECT count(*) FROM loads", "SELECT max(claims_loaded) FROM loads")]
-    n, m = inputs.n_claims, inputs.n_reviews
-    return counts == [n, n, m, n, m, 1, n]
-
-
 KILL_POINTS = {
-    # name: (what to wait for, then seconds more). The publish transaction's WAL lives about 20 ms.
+    # name: (what to wait for, then seconds more)
     "load_after_1s": (lambda p: p.seen("ingest: started"), 1.0),
     "load_after_3s": (lambda p: p.seen("ingest: started"), 3.0),
-    "commit": (lambda p: p.wal_seen_at is not None or p.seen("ingest: loaded"), 0.0),
-    "after_commit": (lambda p: p.seen("ingest: loaded"), 0.0),   # committed, the step not finished
+    "load_staged": (lambda p: p.seen("ingest: loaded"), 0.0),   # staged, the step not finished
 }
 
 
 @pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_kill_during_load_leaves_previous_or_complete_tables(tmp_path, baseline, small, big, processes, point):
+def test_kill_during_load_leaves_previous_tables(tmp_path, baseline, small, big, processes, point):
+    """The load stages into the run's own file: until the run publishes, the warehouse is untouched."""
     work = _copy(baseline, tmp_path / "work")
-    run = processes(run_args(work, big.claims, big.reviews), wal=work / f"{DB}.wal")
+    run = processes(run_args(work, big.claims, big.reviews))
     condition, delay = KILL_POINTS[point]
     assert run.wait_for(condition, 120), f"never reached {point}:\n{run.output}"
     time.sleep(delay)
     assert run.alive() and not run.seen("ingest: done"), f"the load ended before the kill:\n{run.output}"
-    committed = run.seen("ingest: loaded")
     run.kill()
-
-    after = fingerprint(work / DB)  # opens read-only: the file is readable
-    previous = after == baseline.tables
-    print(f"\nkilled at {point}: WAL seen {run.wal_seen_at is not None}, warehouse "
-          f"{'as before' if previous else 'with the complete new load'}")
-    if run.wal_seen_at is None and not committed:
-        # killed before the publish transaction committed: exactly the previous tables
-        assert previous
-    elif committed or not previous:
-        # the commit was reached (and is durable): the whole new load, nothing else touched
-        assert _loaded_completely(work, big), after
-        assert {t: v for t, v in after.items() if t not in LOAD_TABLES} == {
-            t: v for t, v in baseline.tables.items() if t not in LOAD_TABLES}
+    assert fingerprint(work / DB) == baseline.tables  # opens read-only: the file is readable
     assert_next_run_completes(work, small, baseline)
 
 
-# ---------------------------------------------------------------------------------------------
-# SIGKILL between stages
-
-
-@pytest.mark.parametrize("step", ["coding_comparison", "revenue", "upcoding"])
-def test_kill_between_stages_keeps_each_step_whole_and_next_run_completes(
-        tmp_path, baseline, medium, medium_reference, processes, step):
+def test_kill_during_the_publish_commit_leaves_old_or_whole_new_run(tmp_path, baseline, medium, medium_reference,
+                                                                    processes):
+    """Killed while the publish transaction commits (its WAL exists about 20 ms): every table is as
+    before, or every table is the new run's; never some of each. The next run completes."""
     work = _copy(baseline, tmp_path / "work")
-    run = processes(run_args(work, medium.claims, medium.reviews))
-    assert run.wait_for(lambda p: p.seen(f"{step}: started"), 120), run.output
+    run = processes(run_args(work, medium.claims, medium.reviews), wal=work / f"{DB}.wal")
+    assert run.wait_for(lambda p: p.seen("publish: started"), 240), run.output
+    run.wal_seen_at = None
+    assert run.wait_for(lambda p: p.wal_seen_at is not None or p.seen("publish: done"), 60), run.output
     run.kill()
-
     after = fingerprint(work / DB)
-    old, new = baseline.tables, medium_reference.tables
-    # the load had committed: its tables are the new ones
-    assert {t: after[t] for t in LOAD_TABLES} == {t: new[t] for t in LOAD_TABLES}
-    # each step publishes its tables in one transaction: all as before, or all as the step writes them
-    seen = []
-    for outputs in STEP_OUTPUTS:
-        state = {t: after.get(t) for t in outputs}
-        assert state in ({t: old.get(t) for t in outputs}, {t: new.get(t) for t in outputs}), outputs
-        seen.append(f"{outputs[0]}.. {'new' if state == {t: new.get(t) for t in outputs} else 'as before'}")
-    print(f"\nkilled when {step} started: " + ", ".join(seen))
-    for table in set(after) - set(LOAD_TABLES):
-        assert after[table] in (old.get(table), new.get(table)), table
+    print(f"\nkilled at the publish commit: warehouse {'as before' if after == baseline.tables else 'new'}")
+    assert after in (baseline.tables, medium_reference.tables)
     assert_next_run_completes(work, medium, medium_reference)
 
 

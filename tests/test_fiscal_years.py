@@ -8,7 +8,6 @@ each year's Table 5 by hand (FY2023 291 1.2798, 293 0.5603, 923 0.9432; FY2024 2
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 
 import duckdb
@@ -19,6 +18,7 @@ from audits.coverage import check_reference_coverage
 from audits.errors import InputError
 from audits.periods import check_audit_period, last_audit_period
 from pipelines.cli import main
+from tests.test_bad_input import fingerprint
 from tests.helpers import claim, review, write_wide
 
 
@@ -104,7 +104,7 @@ def test_april_2023_code_needs_v40_1():
 def test_missing_fiscal_year_stops_before_publishing_and_changes_nothing(tmp_path, monkeypatch, capsys):
     assert _run(tmp_path, [claim("A", ["I50.23"])], [review("A", ["I50.23"])], "2026-01") == 0
     warehouse = tmp_path / "w" / "warehouse.duckdb"
-    before = hashlib.sha256(warehouse.read_bytes()).hexdigest()
+    before = fingerprint(warehouse)  # every table's rows but `runs`, where the failed run is recorded
     summary_before = (tmp_path / "w" / "summary.json").read_bytes()
     monkeypatch.setattr(weights_module, "PACKAGED_WEIGHTS",
                         {fy: name for fy, name in weights_module.PACKAGED_WEIGHTS.items() if fy != 2025})
@@ -114,8 +114,12 @@ def test_missing_fiscal_year_stops_before_publishing_and_changes_nothing(tmp_pat
     assert _run(tmp_path, new, [review("B", ["I50.23"])], "2026-01") == 2
     err = capsys.readouterr().err
     assert "FY 2025 (2 claims affected)" in err and "Table 5" in err and "--weights-dir" in err
-    assert hashlib.sha256(warehouse.read_bytes()).hexdigest() == before
+    assert fingerprint(warehouse) == before
     assert (tmp_path / "w" / "summary.json").read_bytes() == summary_before
+    con = duckdb.connect(str(warehouse), read_only=True)
+    status = con.execute("SELECT status, failure_reason FROM runs ORDER BY started_at DESC LIMIT 1").fetchall()
+    con.close()
+    assert status[0][0] == "failed" and "FY 2025" in status[0][1]
 
 
 def test_grouper_older_than_the_claims_is_refused_before_publishing(tmp_path):
