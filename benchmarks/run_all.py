@@ -97,7 +97,8 @@ def child(code: str, *args: str) -> dict:
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-4000:])
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    # DuckDB's progress bar may share the line the result is printed on.
+    lines = [line[line.index("RESULT {"):] for line in proc.stdout.splitlines() if "RESULT {" in line]
     if not lines:
         raise SystemExit(f"no result from the child process:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return json.loads(lines[-1][len("RESULT "):])

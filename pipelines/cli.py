@@ -84,6 +84,61 @@ def _run_options(p: argparse.ArgumentParser, workdir_required: bool = True) -> N
                    help="folder of CMS Table 5 files for fiscal years other than the packaged FY2026")
 
 
+def _say(text: str) -> None:
+    """Print a line; under a live progress bar, above it (tqdm.write), so the bar is not broken."""
+    if _StageBars.active:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stdout)
+    else:
+        print(text, flush=True)
+
+
+class _StageBars:
+    """Progress of long stages (audits.progress): on a terminal a bar per stage with counts, rate
+    and ETA (tqdm, already installed with Dagster and Great Expectations); otherwise (a log file,
+    a CI job) one line per stage when it ends, so logs stay readable."""
+
+    active = 0
+
+    def __init__(self, start: float, stream=None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.start = start
+        self.bars: dict = {}
+        self.began: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int, unit: str) -> None:
+        self.began.setdefault(stage, time.monotonic())
+        if self.tty:
+            from tqdm import tqdm
+
+            bar = self.bars.get(stage)
+            if bar is None:
+                bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=f" {unit}", unit_scale=True,
+                                              file=self.stream, dynamic_ncols=True, leave=True)
+                _StageBars.active += 1
+            bar.update(done - bar.n)
+        if done >= total:
+            self._finish(stage, done, unit)
+
+    def _finish(self, stage: str, done: int, unit: str) -> None:
+        bar = self.bars.pop(stage, None)
+        if bar is not None:
+            bar.close()
+            _StageBars.active -= 1
+            return
+        seconds = time.monotonic() - self.began.pop(stage)
+        rate = f", {done / seconds:,.0f} {unit}/s" if seconds > 0 and done else ""
+        _say(f"[{time.monotonic() - self.start:6.1f}s] {stage}: {done:,} {unit} in {seconds:.1f}s{rate}")
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        _StageBars.active -= len(self.bars)
+        self.bars.clear()
+
+
 class _Progress(logging.Handler):
     """One short line per step and per message an asset logs, instead of Dagster's debug stream."""
 
@@ -111,7 +166,7 @@ class _Progress(logging.Handler):
         elif record.levelno >= logging.INFO and step and "Not executing" not in record.getMessage():
             text = f"{step}: {meta.get('orig_message', record.getMessage())}"
         if text:
-            print(f"[{time.monotonic() - self.start:6.1f}s] {text}", flush=True)
+            _say(f"[{time.monotonic() - self.start:6.1f}s] {text}")
 
 
 def run_audit(files, workdir: Path, period: str | None, max_rejected_share: float = 0.5,
@@ -123,6 +178,7 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
 
     from audits.errors import InputError
     from audits.ingest import current_period
+    from audits.progress import listen
     from pipelines.definitions import build_definitions
 
     period = period or current_period()
@@ -145,8 +201,14 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
 
     config["loggers"] = {"progress": {}}
     job = job.with_logger_defs({"progress": progress_logger}) if hasattr(job, "with_logger_defs") else job
-    result = job.execute_in_process(run_config=config, partition_key=period,
-                                    instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    bars = _StageBars(time.monotonic())
+    stop_listening = listen(bars)
+    try:
+        result = job.execute_in_process(run_config=config, partition_key=period,
+                                        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    finally:
+        stop_listening()
+        bars.close()
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure:
