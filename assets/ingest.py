@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.resources import WAREHOUSE_POOL, AuditSettings, WarehouseResource, audit_periods, warehouse_check
 from audits import ingest as ingest_logic
+from audits.progress import stage_progress
 from audits.quality import published_checks
 from audits.readers import InputFiles
 
@@ -62,7 +63,8 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: W
         files = files_in_drop_folder(Path(settings.drop_folder), period)
     context.log.info(f"loading audit period {period}: {files.as_dict()}")
     with warehouse.get_connection() as con:
-        result = ingest_logic.load(con, files, period, settings.max_rejected_share)
+        result = ingest_logic.load(con, files, period, settings.max_rejected_share,
+                                   progress=stage_progress("load", "steps"))
         # Read back on the same connection: once it is released another run of this period may
         # replace the load (and its `loads` row) before this step ends.
         row = con.execute("SELECT claims_in, claims_loaded, claims_rejected, reviews_in, reviews_loaded, "

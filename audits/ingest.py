@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
 import duckdb
 import pandas as pd
@@ -62,17 +63,23 @@ def current_period(today: dt.date | None = None) -> str:
 
 
 def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
-         max_rejected_share: float = 0.5) -> LoadResult:
-    """Load one set of input files as audit period `audit_period` into the warehouse on `con`."""
+         max_rejected_share: float = 0.5, progress: Callable[[int, int], None] | None = None) -> LoadResult:
+    """Load one set of input files as audit period `audit_period` into the warehouse on `con`.
+    `progress(done, 4)` after each step: read, validate, universe, publish."""
+    step = progress or (lambda done, total: None)
+    step(0, 4)
     ensure_schema(con)
     layouts = stage_inputs(con, files)
+    step(1, 4)
     # Reviews are checked against the claims that will exist after this load: this load's accepted
     # claims, and the published ones it neither replaces (its period) nor re-loads.
     period_sql = audit_period.replace("'", "''")
     surviving = (f"(SELECT * FROM claims WHERE audit_period IS DISTINCT FROM '{period_sql}' "
                  "AND claim_id NOT IN (SELECT claim_id FROM ok_claims)) AS surviving_claims")
     rejections = validate_load(con, published_claims=surviving)
+    step(2, 4)
     universe_rejections = stage_universe(con, files.universe)
+    step(3, 4)
     universe_in = _count(con, "SELECT count(*) FROM stg_universe")
     universe_ok = _count(con, "SELECT count(*) FROM ok_universe")
     rejections = pd.concat([rejections, universe_rejections], ignore_index=True)
@@ -97,6 +104,7 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
                 f"{max_rejected_share:.0%}); nothing was loaded{example}",
                 file=first.iloc[0]["source_file"] if not first.empty else None)
     _publish(con, result, files)
+    step(4, 4)
     return result
 
 

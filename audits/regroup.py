@@ -373,7 +373,7 @@ def build_billed_drg_validation(con: duckdb.DuckDBPyConnection, audit_period: st
     appended, so memory does not grow with the number of claims. `progress(done, total)` after
     each batch (claims)."""
     con.execute(f"CREATE OR REPLACE TABLE billed_drg_validation ({BILLED_VALIDATION_SCHEMA})")
-    chunks = universe_chunks(con, audit_period)
+    chunks = universe_chunks(con, audit_period, UNIVERSE_CHUNK_CLAIMS)
     total = sum(n for _, _, n in chunks)
     if not total:
         return {"claims_regrouped": 0, "billed_drg_mismatches": 0, "billed_drg_mismatch_amount": 0.0}
@@ -391,7 +391,7 @@ def build_billed_drg_validation(con: duckdb.DuckDBPyConnection, audit_period: st
     regrouped = 0
     for first, last, _ in chunks:
         out, n = regroup_universe_chunk(con, audit_period, first, last, grouper, rate_config, weights,
-                                        progress=advance)
+                                        UNIVERSE_BATCH_CLAIMS, progress=advance)
         regrouped += n
         append_billed_validation(con, out)
     if progress is not None and done < total:  # claims without a diagnosis: nothing to regroup

@@ -17,6 +17,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+_RUN_START = [0.0]  # when the current run started: the clock of every printed line
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,7 +116,7 @@ class _StageBars:
 
             bar = self.bars.get(stage)
             if bar is None:
-                bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=f" {unit}", unit_scale=True,
+                bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=f" {unit}", unit_scale=unit != "steps",
                                               file=self.stream, dynamic_ncols=True, leave=True)
                 _StageBars.active += 1
             bar.update(done - bar.n)
@@ -129,7 +130,7 @@ class _StageBars:
             _StageBars.active -= 1
             return
         seconds = time.monotonic() - self.began.pop(stage)
-        rate = f", {done / seconds:,.0f} {unit}/s" if seconds > 0 and done else ""
+        rate = f", {done / seconds:,.0f} {unit}/s" if seconds > 0 and done and unit != "steps" else ""
         _say(f"[{time.monotonic() - self.start:6.1f}s] {stage}: {done:,} {unit} in {seconds:.1f}s{rate}")
 
     def close(self) -> None:
@@ -144,7 +145,7 @@ class _Progress(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        self.start = time.monotonic()
+        self.start = _RUN_START[0] or time.monotonic()
 
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", None) or {}
@@ -182,6 +183,7 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
     from pipelines.definitions import build_definitions
 
     period = period or current_period()
+    _RUN_START[0] = time.monotonic()
     defs = build_definitions(workdir=workdir, max_rejected_share=max_rejected_share, base_rate=base_rate,
                              rates_config=rates_config, weights_folder=weights_dir, peers=peers,
                              regroup_universe=regroup_universe)
@@ -201,7 +203,7 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
 
     config["loggers"] = {"progress": {}}
     job = job.with_logger_defs({"progress": progress_logger}) if hasattr(job, "with_logger_defs") else job
-    bars = _StageBars(time.monotonic())
+    bars = _StageBars(_RUN_START[0])
     stop_listening = listen(bars)
     try:
         result = job.execute_in_process(run_config=config, partition_key=period,
