@@ -305,16 +305,21 @@ def universe_chunks(con: duckdb.DuckDBPyConnection, audit_period: str,
         GROUP BY chunk ORDER BY chunk""", {"n": max(1, int(chunk_claims)), "period": audit_period}).fetchall()]
 
 
+def universe_fiscal_years(con: duckdb.DuckDBPyConnection, audit_period: str) -> dict[int, int]:
+    """Claims to regroup per fiscal year of discharge (what `load_weights` needs)."""
+    years = con.execute(f"""
+        SELECT {fiscal_year_sql('c.discharge_date')} AS fy, count(*) FROM claims c
+        WHERE c.audit_period = $period AND fy IS NOT NULL AND c.claim_id IN (
+            SELECT claim_id FROM claim_codes WHERE side = 'original' AND kind = 'dx')
+        GROUP BY fy""", {"period": audit_period}).fetchall()
+    return {int(y): int(n) for y, n in years}
+
+
 def universe_weights(con: duckdb.DuckDBPyConnection, audit_period: str,
                      weights_dir: str | Path | None = None) -> pd.DataFrame:
     """Table 5 weights of every fiscal year the period's regroupable claims fall in, loaded once
     for all chunks (a missing year is an error naming how many claims it affects)."""
-    years = dict(con.execute(f"""
-        SELECT {fiscal_year_sql('c.discharge_date')} AS fy, count(*) FROM claims c
-        WHERE c.audit_period = $period AND fy IS NOT NULL AND c.claim_id IN (
-            SELECT claim_id FROM claim_codes WHERE side = 'original' AND kind = 'dx')
-        GROUP BY fy""", {"period": audit_period}).fetchall())
-    return load_weights({int(y): int(n) for y, n in years.items()}, extra_dir=weights_dir)
+    return load_weights(universe_fiscal_years(con, audit_period), extra_dir=weights_dir)
 
 
 def _billed_batch(frame: pd.DataFrame, grouper: Grouper, weights: pd.DataFrame,
@@ -344,11 +349,18 @@ def regroup_universe_chunk(con: duckdb.DuckDBPyConnection, audit_period: str, fi
     batches of `batch_claims`. Returns (mismatches and ungroupable claims of the chunk, claims
     regrouped); `progress(n)` after each batch of n claims."""
     relation = con.sql(_ALL_CLAIMS_SQL, params={"period": audit_period, "first": first, "last": last})
+    return regroup_claims(relation, grouper, rate_config, weights, batch_claims, progress)
+
+
+def regroup_claims(relation: duckdb.DuckDBPyRelation, grouper: Grouper, rate_config: RateConfig,
+                   weights: pd.DataFrame, batch_claims: int = UNIVERSE_BATCH_CLAIMS,
+                   progress: Callable[[int], None] | None = None) -> tuple[pd.DataFrame, int]:
+    """The streaming loop: grouper input rows (`_ALL_CLAIMS_SQL`'s columns) read in record batches,
+    each regrouped and priced; only the mismatches are kept."""
     # to_arrow_reader from DuckDB 1.4 on (fetch_record_batch before; deprecated since).
     stream = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch
-    reader = stream(max(1, int(batch_claims)))
     parts, claims = [], 0
-    for batch in reader:
+    for batch in stream(max(1, int(batch_claims))):
         if batch.num_rows == 0:
             continue
         frame = _arrow_frame(pa.Table.from_batches([batch]))
@@ -359,6 +371,43 @@ def regroup_universe_chunk(con: duckdb.DuckDBPyConnection, audit_period: str, fi
     out = (pd.concat(parts, ignore_index=True).sort_values("claim_id", kind="stable", ignore_index=True)
            if parts else pd.DataFrame({c: pd.Series(dtype="object") for c in BILLED_VALIDATION_COLUMNS}))
     return out, claims
+
+
+def export_universe_chunk(con: duckdb.DuckDBPyConnection, audit_period: str, first: str, last: str,
+                          path: str | Path) -> None:
+    """Write one chunk's grouper input (claims with their code lists) to Parquet, so the chunk can
+    be regrouped by a process that never opens the warehouse (a scale-out step)."""
+    con.sql(_ALL_CLAIMS_SQL, params={"period": audit_period, "first": first, "last": last}).write_parquet(str(path))
+
+
+def regroup_universe_file(source: str | Path, target: str | Path, grouper: Grouper, rate_config: RateConfig,
+                          weights: pd.DataFrame, batch_claims: int = UNIVERSE_BATCH_CLAIMS,
+                          progress: Callable[[int], None] | None = None) -> dict:
+    """One exported chunk (`export_universe_chunk`) regrouped into a Parquet file of
+    billed_drg_validation rows. Returns {"claims", "rows"}."""
+    con = duckdb.connect()
+    try:
+        out, claims = regroup_claims(con.sql(f"SELECT * FROM read_parquet({_sql_text(source)})"), grouper,
+                                     rate_config, weights, batch_claims, progress)
+        con.execute(f"CREATE TABLE billed_drg_validation ({BILLED_VALIDATION_SCHEMA})")
+        append_billed_validation(con, out)
+        con.execute(f"COPY billed_drg_validation TO {_sql_text(target)} (FORMAT parquet)")
+    finally:
+        con.close()
+    return {"claims": claims, "rows": int(len(out))}
+
+
+def load_universe_files(con: duckdb.DuckDBPyConnection, paths: list[str | Path]) -> None:
+    """(Re)create `billed_drg_validation` from the chunks' Parquet files, in claim_id order."""
+    con.execute(f"CREATE OR REPLACE TABLE billed_drg_validation ({BILLED_VALIDATION_SCHEMA})")
+    if paths:
+        files = "[" + ", ".join(_sql_text(p) for p in paths) + "]"
+        con.execute(f"INSERT INTO billed_drg_validation BY NAME SELECT * FROM read_parquet({files}) "
+                    "ORDER BY claim_id")
+
+
+def _sql_text(value: str | Path) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def build_billed_drg_validation(con: duckdb.DuckDBPyConnection, audit_period: str, grouper: Grouper,

@@ -52,3 +52,50 @@ def test_same_table_whatever_the_chunk_and_batch_sizes(warehouse, monkeypatch, c
 def test_chunks_are_consecutive_claim_id_ranges(warehouse):
     assert regroup.universe_chunks(warehouse, "2026-11", 4) == [("U1", "U4", 4), ("U5", "U6", 2)]
     assert regroup.universe_chunks(warehouse, "2026-12", 4) == []
+
+
+def _chunked_run(tmp_path, monkeypatch, executor: str) -> list:
+    """universe_regroup_job over 3 chunks of 2 claims, on the given executor; the table it published."""
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions, universe_regroup_job_from_environment
+
+    work = tmp_path / executor
+    work.mkdir()
+    con = duckdb.connect(str(work / "warehouse.duckdb"))
+    load(con, InputFiles(claims=[write_wide(tmp_path / "claims.csv", CLAIMS)], reviews=[]), "2026-11")
+    con.close()
+    config = {"ops": {"plan_universe_chunks": {"config": {"audit_period": "2026-11", "chunk_claims": 2}}},
+              "resources": {"settings": {"config": {"workdir": str(work), "base_rate": 10000.0}},
+                            "warehouse": {"config": {"database": str(work / "warehouse.duckdb")}}}}
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        if executor == "multiprocess":  # each step in its own process: the job must be reconstructable
+            monkeypatch.setenv("CODING_AUDIT_WORKDIR", str(work))
+            monkeypatch.setenv("CODING_AUDIT_EXECUTOR", "multiprocess")
+            result = dg.execute_job(dg.reconstructable(universe_regroup_job_from_environment),
+                                    instance=instance, run_config=config)
+        else:
+            job = build_definitions(workdir=work).resolve_job_def("universe_regroup_job")
+            result = job.execute_in_process(run_config=config, instance=instance)
+        assert result.success
+        steps = [e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"
+                 and e.step_key.startswith("regroup_universe_chunk")]
+        assert len(steps) == 3  # 6 claims, 2 per chunk
+        pids = {e.pid for e in result.all_events if e.event_type_value == "STEP_START"}
+        assert (len(pids) > 1) == (executor == "multiprocess")
+    con = duckdb.connect(str(work / "warehouse.duckdb"), read_only=True)
+    rows = _table(con)
+    assert con.execute("SELECT DISTINCT audit_period FROM billed_drg_validation").fetchall() == [("2026-11",)]
+    con.close()
+    assert not any((work / "staging").iterdir())  # the chunk files are cleaned up
+    return rows
+
+
+def test_chunked_job_in_process_gives_the_same_table(tmp_path, monkeypatch):
+    assert _chunked_run(tmp_path, monkeypatch, "in_process") == EXPECTED
+
+
+@pytest.mark.slow  # one process per step: ~30-60 s on the shared 2-core machine
+def test_chunked_job_on_the_multiprocess_executor_gives_the_same_table(tmp_path, monkeypatch):
+    assert _chunked_run(tmp_path, monkeypatch, "multiprocess") == EXPECTED
