@@ -11,6 +11,7 @@ from audits import ingest as ingest_logic
 from audits import runs
 from audits.staging import STAGE, staging_dir
 from audits.warehouse import ensure_schema
+from audits.progress import stage_progress
 from audits.quality import published_checks
 from audits.readers import InputFiles
 
@@ -79,7 +80,8 @@ def ingest(context: dg.AssetExecutionContext, config: IngestConfig, warehouse: W
     with warehouse.staged(context) as con:
         result = ingest_logic.load(con, files, period, settings.max_rejected_share,
                                    weights_dir=settings.weights_folder or None,
-                                   date_format=config.date_format or None)
+                                   date_format=config.date_format or None,
+                                   progress=stage_progress("load", "steps"))
         # The staged `loads` row, as the run will publish it.
         row = con.execute("SELECT claims_in, claims_loaded, claims_rejected, reviews_in, reviews_loaded, "
                           f"reviews_rejected FROM {STAGE}.main.loads WHERE load_id = ?",

@@ -58,6 +58,7 @@ class WarehouseResource(DuckDBResource):
     @contextmanager
     def get_connection(self):
         conn = _connect_waiting(self.database, dict(self.connection_config), self.lock_timeout_seconds)
+        conn.execute("SET enable_progress_bar = false")  # DuckDB's bar would print into the CLI's lines
         try:
             yield conn
         finally:

@@ -50,6 +50,7 @@ def billed_drg_validation(context: dg.AssetExecutionContext, warehouse: Warehous
                           settings: AuditSettings) -> dg.MaterializeResult:
     """With `regroup_universe` on (`coding-audit run --regroup-universe`): every claim of the period,
     audited or not, regrouped; billed-DRG mismatches listed with the dollar difference."""
+    from audits.progress import stage_progress
     from audits.regroup import BILLED_VALIDATION_SCHEMA, build_billed_drg_validation
 
     figures: dict = {"enabled": settings.regroup_universe}
@@ -60,8 +61,9 @@ def billed_drg_validation(context: dg.AssetExecutionContext, warehouse: Warehous
 
     def build(con) -> None:
         if settings.regroup_universe:
-            figures.update(build_billed_drg_validation(con, context.partition_key, grouper, rate_config,
-                                                       settings.weights_folder or None))
+            figures.update(build_billed_drg_validation(
+                con, context.partition_key, grouper, rate_config, settings.weights_folder or None,
+                progress=stage_progress("universe regroup", "claims")))
         else:
             con.execute(f"CREATE OR REPLACE TABLE billed_drg_validation ({BILLED_VALIDATION_SCHEMA})")
 

@@ -13,6 +13,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 import pandas as pd
@@ -73,16 +74,20 @@ def current_period(today: dt.date | None = None) -> str:
 
 def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
          max_rejected_share: float = 0.5, weights_dir: str | Path | None = None,
-         date_format: str | None = None) -> LoadResult:
+         date_format: str | None = None, progress: Callable[[int, int], None] | None = None) -> LoadResult:
     """Load one set of input files as audit period `audit_period` into the warehouse on `con` (into
-    the run's stage when one is attached, see `audits.staging`).
+    the run's stage when one is attached, see `audits.staging`). `progress(done, 4)` after each
+    step: read, validate, universe, publish.
 
     Before publishing, every accepted claim's discharge date must have a Table 5 (shipped or in
     `weights_dir`) and an MS-DRG version the grouper carries or one older than it (see
     `audits.coverage`): else InputError, and nothing is published."""
+    step = progress or (lambda done, total: None)
+    step(0, 4)
     if STAGE not in {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}:
         ensure_schema(con)
     staged = stage_inputs(con, files)
+    step(1, 4)
     # Reviews are checked against the claims that will exist after this load: this load's accepted
     # claims, and the published ones it neither replaces (its period) nor re-loads.
     period_sql = audit_period.replace("'", "''")
@@ -91,7 +96,9 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
     warnings: list[dict] = []
     rejections = staged.name_user_columns(validate_load(con, published_claims=surviving, date_format=date_format,
                                                         warnings=warnings))
+    step(2, 4)
     universe_rejections = stage_universe(con, files.universe, date_format, warnings)
+    step(3, 4)
     universe_in = _count(con, "SELECT count(*) FROM stg_universe")
     universe_ok = _count(con, "SELECT count(*) FROM ok_universe")
     rejections = pd.concat([rejections, universe_rejections], ignore_index=True)
@@ -118,6 +125,7 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
                 file=first.iloc[0]["source_file"] if not first.empty else None)
     result.coverage = check_reference_coverage(con, ["ok_claims", "ok_universe"], msdrg_versions(), weights_dir)
     _publish(con, result, files)
+    step(4, 4)
     return result
 
 

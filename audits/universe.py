@@ -30,7 +30,7 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_forma
                    service_line VARCHAR, billed_drg VARCHAR, stratum VARCHAR)""")
     for i, path in enumerate(paths):
         raw = f"raw_universe_{i}"
-        columns = read_raw(con, path, raw)
+        columns = read_raw(con, path, raw, keep=UNIVERSE_COLUMNS)
         require_columns(columns, ("claim_id",), path)
         select = ", ".join(_quote_ident(c) if c in columns else f"CAST(NULL AS VARCHAR) AS {c}"
                            for c in UNIVERSE_COLUMNS)

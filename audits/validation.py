@@ -254,16 +254,22 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
         published = (f"UNION ALL SELECT claim_id, discharge_date FROM {published_claims}"
                      if published_claims else "")
         date_source = (f"(SELECT claim_id, discharge_date FROM ok_claims {published})")
+    # Per claim, not per code row: the MS-DRG version; for claims the date source is the header
+    # file itself, so a claim with a date row has a header row. The code is normalised once.
+    header = ("d.claim_id IS NOT NULL" if entity == "claims" else "h.claim_id IS NOT NULL")
+    header_join = ("" if entity == "claims" else
+                   f"LEFT JOIN (SELECT DISTINCT claim_id FROM stg_{entity}) h USING (claim_id)")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE v_{entity}_codes AS
-        SELECT c.*, {normalise_code_sql('c.code_raw')} AS code, {normalise_poa_sql('c.poa_raw')} AS poa,
-               c.position AS position_t, d.discharge_date,
-               {drg_version_sql('d.discharge_date')} AS drg_version,
-               h.claim_id IS NOT NULL AS has_header
-        FROM {codes_tbl} c
-        LEFT JOIN (SELECT DISTINCT ON (claim_id) claim_id, discharge_date FROM {date_source}) d USING (claim_id)
-        LEFT JOIN (SELECT DISTINCT claim_id FROM stg_{entity}) h USING (claim_id)
-        WHERE {normalise_code_sql('c.code_raw')} IS NOT NULL OR c.position IS NULL""")
+        SELECT c.* EXCLUDE (code), c.code, {normalise_poa_sql('c.poa_raw')} AS poa,
+               c.position AS position_t, d.discharge_date, d.drg_version,
+               {header} AS has_header
+        FROM (SELECT *, {normalise_code_sql('code_raw')} AS code FROM {codes_tbl}) c
+        LEFT JOIN (SELECT claim_id, discharge_date, {drg_version_sql('discharge_date')} AS drg_version
+                   FROM (SELECT DISTINCT ON (claim_id) claim_id, discharge_date FROM {date_source})) d
+            USING (claim_id)
+        {header_join}
+        WHERE c.code IS NOT NULL OR c.position IS NULL""")
     code_failures = _validate_codes(con, entity)
     layout_long = bool(con.execute(
         f"SELECT count(*) FROM {codes_tbl} WHERE _source_column IN ('code', 'position')").fetchall()[0][0])

@@ -17,6 +17,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+_RUN_START = [0.0]  # when the current run started: the clock of every printed line
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,12 +92,67 @@ def _run_options(p: argparse.ArgumentParser, workdir_required: bool = True) -> N
                         "default: as the file proves, refused when every slash date is ambiguous")
 
 
+def _say(text: str) -> None:
+    """Print a line; under a live progress bar, above it (tqdm.write), so the bar is not broken."""
+    if _StageBars.active:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stdout)
+    else:
+        print(text, flush=True)
+
+
+class _StageBars:
+    """Progress of long stages (audits.progress): on a terminal a bar per stage with counts, rate
+    and ETA (tqdm, already installed with Dagster and Great Expectations); otherwise (a log file,
+    a CI job) one line per stage when it ends, so logs stay readable."""
+
+    active = 0
+
+    def __init__(self, start: float, stream=None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.start = start
+        self.bars: dict = {}
+        self.began: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int, unit: str) -> None:
+        self.began.setdefault(stage, time.monotonic())
+        if self.tty:
+            from tqdm import tqdm
+
+            bar = self.bars.get(stage)
+            if bar is None:
+                bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=f" {unit}", unit_scale=unit != "steps",
+                                              file=self.stream, dynamic_ncols=True, leave=True)
+                _StageBars.active += 1
+            bar.update(done - bar.n)
+        if done >= total:
+            self._finish(stage, done, unit)
+
+    def _finish(self, stage: str, done: int, unit: str) -> None:
+        bar = self.bars.pop(stage, None)
+        if bar is not None:
+            bar.close()
+            _StageBars.active -= 1
+            return
+        seconds = time.monotonic() - self.began.pop(stage)
+        rate = f", {done / seconds:,.0f} {unit}/s" if seconds > 0 and done and unit != "steps" else ""
+        _say(f"[{time.monotonic() - self.start:6.1f}s] {stage}: {done:,} {unit} in {seconds:.1f}s{rate}")
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        _StageBars.active -= len(self.bars)
+        self.bars.clear()
+
+
 class _Progress(logging.Handler):
     """One short line per step and per message an asset logs, instead of Dagster's debug stream."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        self.start = time.monotonic()
+        self.start = _RUN_START[0] or time.monotonic()
 
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", None) or {}
@@ -118,7 +174,7 @@ class _Progress(logging.Handler):
         elif record.levelno >= logging.INFO and step and "Not executing" not in record.getMessage():
             text = f"{step}: {meta.get('orig_message', record.getMessage())}"
         if text:
-            print(f"[{time.monotonic() - self.start:6.1f}s] {text}", flush=True)
+            _say(f"[{time.monotonic() - self.start:6.1f}s] {text}")
 
 
 def run_audit(files, workdir: Path, period: str | None, max_rejected_share: float = 0.5,
@@ -131,9 +187,11 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
     from audits.errors import InputError
     from audits.ingest import current_period
     from audits.periods import check_audit_period
+    from audits.progress import listen
     from pipelines.definitions import build_definitions
 
     period = check_audit_period(period or current_period())
+    _RUN_START[0] = time.monotonic()
     defs = build_definitions(workdir=workdir, max_rejected_share=max_rejected_share, base_rate=base_rate,
                              rates_config=rates_config, weights_folder=weights_dir, peers=peers,
                              regroup_universe=regroup_universe)
@@ -154,8 +212,14 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
 
     config["loggers"] = {"progress": {}}
     job = job.with_logger_defs({"progress": progress_logger}) if hasattr(job, "with_logger_defs") else job
-    result = job.execute_in_process(run_config=config, partition_key=period,
-                                    instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    bars = _StageBars(_RUN_START[0])
+    stop_listening = listen(bars)
+    try:
+        result = job.execute_in_process(run_config=config, partition_key=period,
+                                        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    finally:
+        stop_listening()
+        bars.close()
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure:

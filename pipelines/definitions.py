@@ -22,6 +22,7 @@ from assets.revenue import REVENUE_CHECKS, REVENUE_TABLES, billed_drg_validation
 from assets.sampling import audit_sample
 from assets.resources import AuditSettings, WarehouseResource
 from assets.summary import run_summary
+from assets.universe_chunks import universe_regroup_job
 from audits.errors import InputError
 from audits.periods import check_audit_period
 from audits.warehouse import connection_config
@@ -103,7 +104,7 @@ def build_definitions(workdir: str | Path | None = None, drop_folder: str | Path
     drop = Path(drop_folder or os.environ.get("CODING_AUDIT_DROP", workdir / "drop"))
     workdir.mkdir(parents=True, exist_ok=True)
     return dg.Definitions(
-        assets=ASSETS, asset_checks=CHECKS, jobs=[audit_job, sample_job], schedules=[monthly_audit_schedule],
+        assets=ASSETS, asset_checks=CHECKS, jobs=[audit_job, sample_job, universe_regroup_job], schedules=[monthly_audit_schedule],
         sensors=[reviews_drop_sensor],
         resources={
             "warehouse": WarehouseResource(database=str(workdir / "warehouse.duckdb"),
@@ -118,3 +119,17 @@ def build_definitions(workdir: str | Path | None = None, drop_folder: str | Path
 
 
 defs = build_definitions()
+
+
+def universe_regroup_job_from_environment() -> dg.JobDefinition:
+    """`universe_regroup_job` with the resources of `defs` (CODING_AUDIT_WORKDIR) on the executor
+    named by CODING_AUDIT_EXECUTOR (`in_process`, the default, or `multiprocess`). Reconstructable
+    (`dg.reconstructable` of this function), which the multiprocess executor needs."""
+    from assets.universe_chunks import make_universe_regroup_job
+
+    executor = os.environ.get("CODING_AUDIT_EXECUTOR", "in_process")
+    if executor not in ("in_process", "multiprocess"):
+        raise ValueError(f"CODING_AUDIT_EXECUTOR must be in_process or multiprocess, not {executor!r}")
+    job = make_universe_regroup_job(dg.multiprocess_executor if executor == "multiprocess"
+                                    else dg.in_process_executor)
+    return dg.Definitions(jobs=[job], resources=build_definitions().resources).resolve_job_def(job.name)

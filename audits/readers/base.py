@@ -7,6 +7,7 @@ another reader's module for a helper. `audits.readers.stage` picks the reader pe
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,12 +53,15 @@ MAX_LINE_SIZE = 10_000_000
 _LINE_RE = re.compile(r"line[: ]+(\d+)", re.IGNORECASE)
 
 
-def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str = ",") -> list[str]:
+def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str = ",",
+             keep: Sequence[str] | None = None) -> list[str]:
     """Load one CSV or Parquet file into TEMP table `table`, every column as text.
 
     Column names are lower-cased and trimmed; `_source_row` is the 1-based data row (the header
     is row 0), `_source_file` the path as given. Returns the column names. `delim` is for layouts
     that come pipe-delimited (CMS RIF extracts); the canonical layout is comma-separated.
+    `keep` (lower-case names): only those columns are materialised (the universe needs 12 of a
+    claims file's ~90); the returned names are still all the file's columns.
     """
     path = Path(path)
     if not path.exists():
@@ -72,15 +76,19 @@ def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str 
     else:
         raise InputError(f"unsupported file type {suffix!r}: use .csv or .parquet", file=path)
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_src AS SELECT * FROM {source}")
+        projection = "*"
+        if keep is not None:
+            header = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+            wanted = [n for n in header if n.strip().lower() in set(keep)]
+            projection = ", ".join(_quote_ident(n) for n in wanted) if wanted else "*"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_src AS SELECT {projection} FROM {source}")
     except duckdb.Error as exc:
         if suffix in (".csv", ".txt"):
             located = _locate_csv_problem(path)
             if located is not None:
                 raise located from None
         raise _input_error_from_duckdb(exc, path) from None
-    described = con.execute(f"DESCRIBE {table}_src").fetchall()
-    names = [row[0] for row in described]
+    names = header if keep is not None else [row[0] for row in con.execute(f"DESCRIBE {table}_src").fetchall()]
     if suffix in (".csv", ".txt"):
         _check_no_surplus_fields(con, path, len(names), delim)
     lowered = [n.strip().lower() for n in names]
@@ -89,7 +97,7 @@ def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str 
         raise InputError(f"duplicated header column {dupes[0]!r}", file=path, row=0, column=dupes[0])
     select = ", ".join(
         f"nullif(trim(CAST({_quote_ident(orig)} AS VARCHAR)), '') AS {_quote_ident(low)}"
-        for orig, low in zip(names, lowered)
+        for orig, low in zip(names, lowered) if keep is None or projection == "*" or low in set(keep)
     )
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {_sql_str(str(path))} AS _source_file, "
@@ -123,10 +131,18 @@ def _csv_source(con: duckdb.DuckDBPyConnection, path: Path, delim: str = ",") ->
             f"max_line_size={MAX_LINE_SIZE})")
 
 
+_NO_SURPLUS_FIELDS: set[tuple] = set()
+
+
 def _check_no_surplus_fields(con: duckdb.DuckDBPyConnection, path: Path, n_columns: int, delim: str) -> None:
     """DuckDB's strict reader still accepts a row with one surplus *empty* field (a stray comma in
     free text when the last column is blank) and shifts its values. Re-read with one column more
-    than the header and refuse any row that fills it."""
+    than the header and refuse any row that fills it. A file that passed is not re-read while it
+    is unchanged (the same claims file often comes again as the universe)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, n_columns, delim)
+    if key in _NO_SURPLUS_FIELDS:
+        return
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n_columns + 1)) + "}"
     found = con.execute(f"""
         SELECT min(r) FROM (
@@ -138,6 +154,7 @@ def _check_no_surplus_fields(con: duckdb.DuckDBPyConnection, path: Path, n_colum
     if found is not None:
         raise InputError(f"row has more fields than the header's {n_columns} (a stray comma in a text "
                          "field? quote fields that contain commas)", file=path, row=int(found))
+    _NO_SURPLUS_FIELDS.add(key)
 
 
 def _locate_csv_problem(path: Path) -> InputError | None:
