@@ -169,3 +169,15 @@ def test_dagster_partitions_cover_every_audit_period():
     keys = audit_periods.get_partition_keys()
     assert keys[0] == "2015-10" and keys[-1] == last_audit_period()
     assert "2024-03" in keys
+
+
+def test_universe_regroup_leaves_out_claims_older_than_the_grouper(tmp_path):
+    """OLD (FY2021, v38.1) billed 291 while its codes alone would group to 293: not regrouped, so not
+    listed as a mismatch; NEW (FY2026) billed 291 with I50.23 alone (293) is."""
+    claims = [claim("OLD", ["I50.23"], billed_drg="291", **_dates("2021-06-01")),
+              claim("NEW", ["I50.23"], billed_drg="291")]
+    assert _run(tmp_path, claims, [review("NEW", ["I50.23"])], "2026-01", "--regroup-universe") == 0
+    con = duckdb.connect(str(tmp_path / "w" / "warehouse.duckdb"), read_only=True)
+    rows = con.execute("SELECT claim_id, billed_drg, regrouped_drg FROM billed_drg_validation").fetchall()
+    con.close()
+    assert rows == [("NEW", "291", "293")]
