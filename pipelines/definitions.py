@@ -104,8 +104,8 @@ def build_definitions(workdir: str | Path | None = None, drop_folder: str | Path
     drop = Path(drop_folder or os.environ.get("CODING_AUDIT_DROP", workdir / "drop"))
     workdir.mkdir(parents=True, exist_ok=True)
     return dg.Definitions(
-        assets=ASSETS, asset_checks=CHECKS, jobs=[audit_job, sample_job, universe_regroup_job], schedules=[monthly_audit_schedule],
-        sensors=[reviews_drop_sensor],
+        assets=ASSETS, asset_checks=CHECKS, jobs=[audit_job, sample_job, universe_regroup_job],
+        schedules=[monthly_audit_schedule], sensors=[reviews_drop_sensor],
         resources={
             "warehouse": WarehouseResource(database=str(workdir / "warehouse.duckdb"),
                                            connection_config=connection_config()),
