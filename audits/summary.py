@@ -56,7 +56,8 @@ SUMMARY_KEYS = {
              "the rates came from",
     "upcoding_flags": "flag counts by level: `{claim, coder, facility}`",
     "billed_drg_validation": "with `--regroup-universe`: `{mismatches, ungroupable, amount_at_stake, "
-                             "net_difference}`; else null",
+                             "net_difference, not_grouped}` (`not_grouped`: claims older than the grouper's "
+                             "versions, left out); else null",
     "warnings": "what did not stop the run: a list of `{code, message, count}` (codes "
                 "`ambiguous_dates_resolved`, `layout_detected`, `outside_grouper_versions`, `unpriced_claims`)",
 }
@@ -106,7 +107,7 @@ def build_summary(con: duckdb.DuckDBPyConnection, audit_period: str, run_info: d
         figures.update(error_rate_summary(con))
         figures.update(revenue_summary(con))
         figures["upcoding_flags"] = flag_summary(con)
-        figures["billed_drg_validation"] = billed_validation_summary(con)
+        figures["billed_drg_validation"] = billed_validation_summary(con, audit_period)
         figures["fiscal_years"] = fiscal_year_summary(con, audit_period, weights_dir)
         figures["warnings"] = run_warnings(con, has_warnings)
     figures.update(run_info or {})
@@ -174,15 +175,23 @@ def run_warnings(con: duckdb.DuckDBPyConnection, has_load_warnings: bool = True)
     return out
 
 
-def billed_validation_summary(con: duckdb.DuckDBPyConnection) -> dict | None:
-    """Whole-claims billed-DRG check (only when run with --regroup-universe; else None)."""
+def billed_validation_summary(con: duckdb.DuckDBPyConnection, audit_period: str | None = None) -> dict | None:
+    """Whole-claims billed-DRG check (only when run with --regroup-universe; else None). `not_grouped`:
+    the period's claims discharged under an MS-DRG version older than the grouper's, left out of it."""
+    from audits.grouping import msdrg_versions
+
     row = con.execute("""SELECT count(*) FILTER (WHERE return_code = 'OK'), count(*) FILTER (WHERE return_code <> 'OK'),
                                 coalesce(sum(abs(difference)), 0), coalesce(sum(difference), 0)
                          FROM billed_drg_validation""").fetchall()[0]
     if not row[0] and not row[1]:
         return None
-    return {"mismatches": int(row[0]), "ungroupable": int(row[1]), "amount_at_stake": round(float(row[2]), 2),
-            "net_difference": round(float(row[3]), 2)}
+    out = {"mismatches": int(row[0]), "ungroupable": int(row[1]), "amount_at_stake": round(float(row[2]), 2),
+           "net_difference": round(float(row[3]), 2)}
+    if audit_period is not None:
+        out["not_grouped"] = int(con.execute(
+            "SELECT count(*) FROM claims WHERE audit_period = ? AND drg_version < ?",
+            [audit_period, min(msdrg_versions())]).fetchall()[0][0])
+    return out
 
 
 def revenue_summary(con: duckdb.DuckDBPyConnection) -> dict:

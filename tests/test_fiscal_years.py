@@ -181,3 +181,6 @@ def test_universe_regroup_leaves_out_claims_older_than_the_grouper(tmp_path):
     rows = con.execute("SELECT claim_id, billed_drg, regrouped_drg FROM billed_drg_validation").fetchall()
     con.close()
     assert rows == [("NEW", "291", "293")]
+    summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+    assert summary["billed_drg_validation"]["mismatches"] == 1
+    assert summary["billed_drg_validation"]["not_grouped"] == 1

@@ -97,4 +97,4 @@ def test_regroup_universe_lists_billed_drg_mismatches_with_dollars(tmp_path):
     assert rows == [("U1", "194", "195", 8059.0, 6285.0, -1774.0)]
     summary = json.loads((tmp_path / "w" / "summary.json").read_text())
     assert summary["billed_drg_validation"] == {"mismatches": 1, "ungroupable": 0, "amount_at_stake": 1774.0,
-                                                "net_difference": -1774.0}
+                                                "net_difference": -1774.0, "not_grouped": 0}
