@@ -8,7 +8,7 @@ from pathlib import PurePath
 
 import pandas as pd
 
-from reports import figures
+from audits.pricing import revenue_totals
 from reports.audit_page import rate_card
 from reports.html import (Column, PageData, Table, count, figure_card, kv_table, links, money, note, page, section)
 from reports.revenue_page import extrapolation_cards
@@ -69,13 +69,12 @@ def index_page(wh: PeriodWarehouse, run_info: dict, rates: pd.DataFrame, regroup
                rejected: pd.DataFrame) -> str:
     data = PageData()
     period = wh.period
-    totals = figures.payment_totals(regroup)
-    net = round(totals["underpaid"] - totals["overpaid"], 2)
+    revenue = revenue_totals(regroup)  # the one definition summary.json and the revenue page quote
+    net, under, over = revenue["net_amount"], revenue["underpaid_amount"], revenue["overpaid_amount"]
     cards = [rate_card(rates, "record_error_rate", "Record error rate"),
              figure_card("net_amount", "Net revenue impact", net, "signed_money",
-                         f"underpaid {money(totals['underpaid'])} \u00b7 overpaid {money(totals['overpaid'])}",
-                         "bad" if net < 0 else "good",
-                         {"underpaid_amount": totals["underpaid"], "overpaid_amount": totals["overpaid"]}),
+                         f"underpaid {money(under)} \u00b7 overpaid {money(over)}", "bad" if net < 0 else "good",
+                         {"underpaid_amount": under, "overpaid_amount": over}),
              extrapolation_cards(extrapolation)[0]]
     cases = flag_data.get("cases")
     if cases is not None:
