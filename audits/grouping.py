@@ -62,6 +62,8 @@ LIST_COLUMNS = ["mcc_codes", "cc_codes", "severity_codes", "drg_px_codes", "hac_
 SEX_CODES = {"M": 0, "F": 1, "U": 2}
 REPORTED_POA = ("Y", "N", "U", "W")
 FINAL_IMPACT = ("FINAL", "BOTH")
+# return_code of a claim side whose MS-DRG version the grouper does not carry.
+UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
 _LIST = pa.list_(pa.string())
 _RESULT_SCHEMA = pa.schema([(c, _LIST if c in LIST_COLUMNS else pa.string()) for c in RESULT_COLUMNS])
 
@@ -533,7 +535,7 @@ class MsdrgAdapter:
 
         reason = np.full(n, None, dtype=object)
         checks = [
-            (~version.isin(self.supported_versions).to_numpy(), "UNSUPPORTED_VERSION"),
+            (~version.isin(self.supported_versions).to_numpy(), UNSUPPORTED_VERSION),
             ((age.isna() | (age < 0) | (age > 124) | (age != age.round())).to_numpy(), "INVALID_AGE"),
             (sex.isna().to_numpy(), "INVALID_SEX"),
             ((status.isna() | (status < 0) | (status != status.round())).to_numpy(), "INVALID_DISCHARGE_STATUS"),

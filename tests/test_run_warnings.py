@@ -76,7 +76,7 @@ def test_unpriced_claims_and_claims_outside_grouper_versions_are_warnings():
     con = duckdb.connect(":memory:")
     con.execute("""CREATE TABLE claim_regroup AS SELECT * FROM (VALUES
         ('C1', 'underpaid', 'OK', 'OK'), ('C2', 'not_priced', 'OK', 'OK'), ('C3', 'not_priced', 'OK', 'OK'),
-        ('C4', 'unchanged', 'UNSUPPORTED_VERSION', 'UNSUPPORTED_VERSION'))
+        ('C4', 'not_grouped', 'UNSUPPORTED_VERSION', 'UNSUPPORTED_VERSION'))
         AS t(claim_id, direction, original_return_code, audited_return_code)""")
     warnings = run_warnings(con, has_load_warnings=False)
     assert [(w["code"], w["count"]) for w in warnings] == [("outside_grouper_versions", 1), ("unpriced_claims", 2)]

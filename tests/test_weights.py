@@ -172,3 +172,9 @@ def test_family_and_spelled_out_title_read_both_title_styles():
     assert spelled_out_title("SIMPLE PNEUMONIA & PLEURISY W/O CC/MCC") == "SIMPLE PNEUMONIA & PLEURISY WITHOUT CC/MCC"
     assert spelled_out_title("INTRACRANIAL HEMORRHAGE OR CEREBRAL INFARCTION W CC OR TPA IN 24 HRS") == (
         "INTRACRANIAL HEMORRHAGE OR CEREBRAL INFARCTION WITH CC OR TPA IN 24 HRS")
+
+
+def test_weights_sources_can_report_a_missing_year_instead_of_raising():
+    assert weights_sources([2026, 2031], missing_ok=True) == {2026: "shipped", 2031: "missing"}
+    with pytest.raises(MissingWeightsError):
+        weights_sources([2026, 2031])
