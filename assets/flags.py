@@ -7,7 +7,7 @@ import dagster as dg
 
 from assets.resources import WAREHOUSE_POOL, AuditSettings, WarehouseResource, audit_periods
 from audits.flags import build_flags
-from audits.peers import read_peers
+from audits.ingest.peers import read_peers
 from audits.periods import build_for_period
 
 FLAG_TABLES = ("upcoding_flags", "upcoding_rules", "coder_funnel", "facility_target_areas", "target_area_peers",

@@ -7,13 +7,13 @@ from pathlib import Path
 import dagster as dg
 
 from assets.resources import WAREHOUSE_POOL, AuditSettings, WarehouseResource, audit_periods, warehouse_check
-from audits import ingest as ingest_logic
+from audits.ingest import loading as ingest_logic
 from audits import runs
 from audits.staging import STAGE, staging_dir
 from audits.warehouse import ensure_schema
 from audits.progress import stage_progress
-from audits.quality import published_checks
-from audits.readers import InputFiles
+from audits.ingest.quality import published_checks
+from audits.ingest.readers import InputFiles
 
 INGEST_TABLES = ("claims", "reviews", "claim_codes", "rejected_rows", "universe", "load_warnings")
 

@@ -33,7 +33,7 @@ class AuditSettings(dg.ConfigurableResource):
     regroup_universe: bool = False  # regroup every claim, audited or not, to validate billed DRGs  # DRG discharges by provider, for facility target-area peers
 
     def rate_config(self):
-        from audits.pricing import load_rate_config
+        from audits.revenue.pricing import load_rate_config
         return load_rate_config(self.rates_config or None, base_rate_override=self.base_rate)
 
     @property

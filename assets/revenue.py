@@ -3,10 +3,10 @@
 import dagster as dg
 
 from assets.resources import WAREHOUSE_POOL, AuditSettings, WarehouseResource, audit_periods, warehouse_check
-from audits.grouping import MsdrgAdapter
+from audits.revenue.grouping import MsdrgAdapter
 from audits.periods import build_for_period
-from audits.quality import reconcile_regroup, reconcile_revenue
-from audits.regroup import build_extrapolation, build_regroup
+from audits.ingest.quality import reconcile_regroup, reconcile_revenue
+from audits.revenue.regroup import build_extrapolation, build_regroup
 
 REVENUE_TABLES = ("claim_regroup", "regroup_findings", "revenue_impact", "revenue_extrapolation")
 
@@ -51,7 +51,7 @@ def billed_drg_validation(context: dg.AssetExecutionContext, warehouse: Warehous
     """With `regroup_universe` on (`coding-audit run --regroup-universe`): every claim of the period,
     audited or not, regrouped; billed-DRG mismatches listed with the dollar difference."""
     from audits.progress import stage_progress
-    from audits.regroup import BILLED_VALIDATION_SCHEMA, build_billed_drg_validation
+    from audits.revenue.regroup import BILLED_VALIDATION_SCHEMA, build_billed_drg_validation
 
     figures: dict = {"enabled": settings.regroup_universe}
     # auto: the whole universe is far above the process threshold, so worker processes (from a fork

@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from assets.resources import WAREHOUSE_POOL, AuditSettings, WarehouseResource, audit_periods
-from audits.sampling import draw_from_warehouse, worklist
+from audits.revenue.sampling import draw_from_warehouse, worklist
 from reports.exports import write_csv
 
 

@@ -30,7 +30,7 @@ def _staging(settings: AuditSettings, run_id: str) -> Path:
 def plan_universe_chunks(context: dg.OpExecutionContext, config: UniverseRegroupConfig,
                          warehouse: WarehouseResource, settings: AuditSettings):
     """Split the period's claims into claim_id ranges and export each range's grouper input."""
-    from audits.regroup import export_universe_chunk, universe_chunks, universe_fiscal_years
+    from audits.revenue.regroup import export_universe_chunk, universe_chunks, universe_fiscal_years
 
     folder = _staging(settings, context.run_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,9 +49,9 @@ def plan_universe_chunks(context: dg.OpExecutionContext, config: UniverseRegroup
 @dg.op
 def regroup_universe_chunk(context: dg.OpExecutionContext, chunk: dict, settings: AuditSettings) -> dict:
     """Regroup one chunk file; never opens the warehouse, so chunks run side by side."""
-    from audits.grouping import MsdrgAdapter
-    from audits.regroup import regroup_universe_file
-    from audits.weights import load_weights
+    from audits.revenue.grouping import MsdrgAdapter
+    from audits.revenue.regroup import regroup_universe_file
+    from audits.revenue.weights import load_weights
 
     weights = load_weights({int(y): n for y, n in chunk["years"].items()}, extra_dir=settings.weights_folder or None)
     figures = regroup_universe_file(chunk["input"], chunk["output"], MsdrgAdapter(), settings.rate_config(), weights)
@@ -65,7 +65,7 @@ def publish_universe_chunks(context: dg.OpExecutionContext, chunks: list[dict], 
                             settings: AuditSettings) -> dict:
     """Every chunk's rows into `billed_drg_validation` for the period, in one transaction."""
     from audits.periods import build_for_period
-    from audits.regroup import billed_validation_figures, load_universe_files
+    from audits.revenue.regroup import billed_validation_figures, load_universe_files
 
     chunks = sorted(chunks, key=lambda c: c["index"])
     period = chunks[0]["period"] if chunks else None

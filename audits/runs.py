@@ -72,9 +72,9 @@ def start(con: duckdb.DuckDBPyConnection, run_id: str, period: str, files: dict[
 
 
 def weights_sources(fiscal_years, weights_dir: str | Path | None = None) -> list[str]:
-    """Where each fiscal year's Table 5 came from (`audits.weights.weights_sources`: `shipped`, or
+    """Where each fiscal year's Table 5 came from (`audits.revenue.weights.weights_sources`: `shipped`, or
     `file <path>` from the weights folder), one 'FY<year>: <source>' line per year."""
-    from audits.weights import weights_sources as sources_of
+    from audits.revenue.weights import weights_sources as sources_of
 
     years = sorted({int(y) for y in fiscal_years or []})
     sources = sources_of(years, weights_dir) if years else {}

@@ -121,8 +121,8 @@ def fiscal_year_summary(con: duckdb.DuckDBPyConnection, audit_period: str,
     how many could not be regrouped (MS-DRG version older than the grouper's), the MS-DRG versions
     the audited claims were grouped with, and where the year's Table 5 came from."""
     from audits.codes import fiscal_year_sql
-    from audits.coverage import version_label
-    from audits.weights import weights_sources
+    from audits.revenue.coverage import version_label
+    from audits.revenue.weights import weights_sources
 
     fy = fiscal_year_sql("c.discharge_date")
     years: dict[int, dict] = {}
@@ -177,8 +177,8 @@ def run_warnings(con: duckdb.DuckDBPyConnection, has_load_warnings: bool = True)
 def billed_validation_summary(con: duckdb.DuckDBPyConnection, audit_period: str | None = None) -> dict | None:
     """Whole-claims billed-DRG check (only when run with --regroup-universe; else None). `not_grouped`:
     the period's claims discharged under an MS-DRG version older than the grouper's, left out of it."""
-    from audits.grouping import msdrg_versions
-    from audits.regroup import claims_outside_grouper
+    from audits.revenue.grouping import msdrg_versions
+    from audits.revenue.regroup import claims_outside_grouper
 
     row = con.execute("""SELECT count(*) FILTER (WHERE return_code = 'OK'), count(*) FILTER (WHERE return_code <> 'OK'),
                                 coalesce(sum(abs(difference)), 0), coalesce(sum(difference), 0)
@@ -193,7 +193,7 @@ def billed_validation_summary(con: duckdb.DuckDBPyConnection, audit_period: str 
 
 
 def revenue_summary(con: duckdb.DuckDBPyConnection) -> dict:
-    from audits.regroup import revenue_summary_from_frame
+    from audits.revenue.regroup import revenue_summary_from_frame
 
     frame = con.execute("SELECT * FROM claim_regroup").df()
     totals = revenue_summary_from_frame(frame)

@@ -38,13 +38,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audits import compare, flags  # noqa: E402
-from audits.demo import DemoConfig, generate_demo  # noqa: E402
-from audits.grouping import MsdrgAdapter  # noqa: E402
-from audits.ingest import load  # noqa: E402
-from audits.peers import read_peers  # noqa: E402
-from audits.pricing import load_rate_config  # noqa: E402
-from audits.readers import InputFiles  # noqa: E402
-from audits.regroup import EMPTY_SCHEMAS, build_regroup  # noqa: E402
+from audits.demo.generate import DemoConfig, generate_demo  # noqa: E402
+from audits.revenue.grouping import MsdrgAdapter  # noqa: E402
+from audits.ingest.loading import load  # noqa: E402
+from audits.ingest.peers import read_peers  # noqa: E402
+from audits.revenue.pricing import load_rate_config  # noqa: E402
+from audits.ingest.readers import InputFiles  # noqa: E402
+from audits.revenue.regroup import EMPTY_SCHEMAS, build_regroup  # noqa: E402
 from audits.stats import wilson_interval  # noqa: E402
 
 

@@ -26,19 +26,19 @@ STAGE = textwrap.dedent("""
     stage, out, n, sample = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     figures = {}
     if stage == "generate":
-        from audits.demo import DemoConfig, generate_demo
+        from audits.demo.generate import DemoConfig, generate_demo
         generate_demo(out, DemoConfig(n_claims=n, audit_sample=sample))
     elif stage == "load":
         import duckdb
-        from audits.ingest import load
-        from audits.readers import InputFiles
+        from audits.ingest.loading import load
+        from audits.ingest.readers import InputFiles
         from audits.warehouse import connection_config
         con = duckdb.connect(out + "/warehouse.duckdb", config=connection_config())
         result = load(con, InputFiles(claims=[out + "/claims.csv"], reviews=[out + "/reviews.csv"]), "2026-11")
         figures.update(claims_loaded=result.claims_loaded, reviews_loaded=result.reviews_loaded,
                        rejected_rows=int(len(result.rejections)))
         figures["load_seconds"] = time.perf_counter() - started
-        from audits.quality import published_checks
+        from audits.ingest.quality import published_checks
         checks = time.perf_counter()
         figures["published_checks_passed"] = all(
             published_checks(con, t)["passed"] for t in ("claims", "reviews", "claim_codes"))

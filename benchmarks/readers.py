@@ -1,6 +1,6 @@
 """Benchmark: each input reader on N claims (default 100,000) against the canonical CSV reader.
 
-The claims come from `audits.demo.generate_demo` (canonical wide CSV); small writers below turn
+The claims come from `audits.demo.generate.generate_demo` (canonical wide CSV); small writers below turn
 them into each layout the way its producers lay them out:
 
 - tuva: medical_claim with two lines per claim (header repeated on both, paid amount split)
@@ -12,7 +12,7 @@ them into each layout the way its producers lay them out:
 - fhir: NDJSON of CARIN BB inpatient EOBs + their Patient and Organization resources.
 
 For each reader it times staging alone (read + map into the staging tables: what the reader
-itself costs) and the whole `audits.ingest.load` (stage + GX validation + publish: what a user
+itself costs) and the whole `audits.ingest.loading.load` (stage + GX validation + publish: what a user
 waits for), in a fresh in-memory DuckDB, and prints claims/s and the ratio to canonical.
 
     .venv/bin/python benchmarks/readers.py [--claims 100000] [--keep DIR] [--only tuva,cms]
@@ -222,8 +222,8 @@ def input_rows(paths: list[Path]) -> int:
 
 
 def time_reader(fmt: str, paths: list[Path], full: bool) -> tuple[float, int]:
-    from audits.ingest import load
-    from audits.readers import InputFiles, stage_inputs
+    from audits.ingest.loading import load
+    from audits.ingest.readers import InputFiles, stage_inputs
 
     files = InputFiles(claims=paths, formats={} if fmt == "canonical" else {"claims": fmt})
     con = duckdb.connect(":memory:")
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", default="tuva,cms,x12,fhir")
     parser.add_argument("--stage-only", action="store_true", help="skip the full load timing")
     args = parser.parse_args(argv)
-    from audits.demo import DemoConfig, generate_demo
+    from audits.demo.generate import DemoConfig, generate_demo
 
     out = args.keep or Path(tempfile.mkdtemp(prefix="bench_readers_"))
     out.mkdir(parents=True, exist_ok=True)
@@ -266,8 +266,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"wrote {fmt} ({size:.0f} MB) in {time.perf_counter() - started:.1f}s", flush=True)
         con.close()
         # Import every reader's modules first: timings are of reading, not of importing libraries.
-        import audits.ingest  # noqa: F401
-        from audits.readers import cms, fhir, tuva, x12  # noqa: F401
+        import audits.ingest.loading  # noqa: F401
+        from audits.ingest.readers import cms, fhir, tuva, x12  # noqa: F401
         import pyx12.x12file  # noqa: F401
 
         fhir._models()

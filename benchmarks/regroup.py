@@ -25,7 +25,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audits.grouping import MsdrgAdapter  # noqa: E402
+from audits.revenue.grouping import MsdrgAdapter  # noqa: E402
 
 MEDICAL = ["I5023", "I5033", "I110", "I130", "A419", "A4101", "J189", "J690", "J441", "N390", "N179",
            "I2109", "I214", "I639", "K922", "E871", "K5651", "R55", "I4891", "L03115"]

@@ -54,7 +54,7 @@ GROUPER = textwrap.dedent("""
     import datetime as dt, json, sys, time
     import duckdb, msdrg
     from audits.codes import drg_version
-    from audits.grouping import SEX_CODES, MsdrgAdapter
+    from audits.revenue.grouping import SEX_CODES, MsdrgAdapter
     claims = sys.argv[1]
     con = duckdb.connect()
     rows = con.execute(f'''SELECT * FROM read_csv('{claims}', header=true, all_varchar=true) LIMIT 20000''').df()
@@ -113,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     out = args.keep or Path(tempfile.mkdtemp(prefix="coding-audit-run-"))
     try:
-        from audits.demo import DemoConfig, generate_demo
+        from audits.demo.generate import DemoConfig, generate_demo
 
         started = time.perf_counter()
         if args.input:

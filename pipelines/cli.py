@@ -185,7 +185,7 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
     import dagster as dg
 
     from audits.errors import InputError
-    from audits.ingest import current_period
+    from audits.ingest.loading import current_period
     from audits.periods import check_audit_period
     from audits.progress import listen
     from pipelines.definitions import build_definitions
@@ -248,7 +248,7 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
 
 
 def _generate(args, out: Path, fmt: str = "csv") -> dict:
-    from audits.demo import DemoConfig, generate_demo
+    from audits.demo.generate import DemoConfig, generate_demo
 
     config = DemoConfig(n_claims=args.n_claims, audit_sample=args.audit_sample, seed=args.seed,
                         plant_patterns=not args.no_planted_patterns)
@@ -263,8 +263,8 @@ def _sample(args) -> None:
     import duckdb
 
     from audits.errors import InputError
-    from audits.sampling import draw_sample, worklist
-    from audits.universe import stage_universe
+    from audits.revenue.sampling import draw_sample, worklist
+    from audits.ingest.universe import stage_universe
     from reports.exports import write_csv
 
     con = duckdb.connect(":memory:")
@@ -353,7 +353,7 @@ def _check_options(args) -> None:
     if args.weights_dir is not None and not args.weights_dir.is_dir():
         raise InputError("--weights-dir must be a folder of CMS Table 5 files; it does not exist or is a file",
                          file=args.weights_dir)
-    from audits.pricing import load_rate_config
+    from audits.revenue.pricing import load_rate_config
 
     load_rate_config(args.rates_config, base_rate_override=args.base_rate)  # InputError naming the problem
     if args.command == "run":

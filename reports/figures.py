@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from audits.pricing import money_sum, underpaid_overpaid
+from audits.revenue.pricing import money_sum, underpaid_overpaid
 from reports.chapters import chapter_label, chapter_number
 
 UNDERPAID_COLOUR = "#1a7f37"   # revenue lost to under-coding: green (money to recover)

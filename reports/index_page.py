@@ -8,7 +8,7 @@ from pathlib import PurePath
 
 import pandas as pd
 
-from audits.pricing import revenue_totals
+from audits.revenue.pricing import revenue_totals
 from reports.audit_page import rate_card
 from reports.html import (Column, PageData, Table, count, figure_card, kv_table, links, money, note, page, section)
 from reports.revenue_page import extrapolation_cards

@@ -101,7 +101,7 @@ def target_area_explanation(area: str) -> str:
 def _family_title(drg: str, titles: pd.Series | None) -> str:
     if titles is None or not len(titles):
         return ""
-    from audits.weights import drg_family
+    from audits.revenue.weights import drg_family
 
     found = titles[titles.index.get_level_values(1) == drg]
     return sentence_case(drg_family(found.iloc[-1])) if len(found) else ""

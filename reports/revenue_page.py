@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from audits.pricing import revenue_totals
+from audits.revenue.pricing import revenue_totals
 from reports import figures
 from reports.html import (Column, PageData, Table, figure_card, figure_div, links, money, money0, note, page, pct,
                           section, unavailable)

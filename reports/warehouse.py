@@ -8,7 +8,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from audits.weights import load_weights
+from audits.revenue.weights import load_weights
 
 
 class PeriodWarehouse:

@@ -5,7 +5,7 @@ and a file-level error leaves the published warehouse exactly as it was.
 
 Most cases run the real CLI in-process on top of a warehouse that already holds a good audit
 period, loading the bad file into that same period; `fingerprint` compares every published table
-before and after. Cases that only concern the load's rules use `audits.ingest.load` directly
+before and after. Cases that only concern the load's rules use `audits.ingest.loading.load` directly
 (faster), and hypothesis throws random code and date strings at it.
 """
 
@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 
 from audits.codes import ICD10CM_PATTERN, ICD10PCS_PATTERN, normalise_code
 from audits.errors import InputError
-from audits.ingest import load
-from audits.readers import InputFiles
+from audits.ingest.loading import load
+from audits.ingest.readers import InputFiles
 from pipelines.cli import main
 from tests.helpers import claim, good_claims, good_reviews, review, write_long, write_wide
 
@@ -413,7 +413,7 @@ def test_review_of_a_claim_dropped_on_reload_is_quarantined(tmp_path, work):
 
 
 # ---------------------------------------------------------------------------------------------
-# load-level rules (audits.ingest.load, in memory: fast)
+# load-level rules (audits.ingest.loading.load, in memory: fast)
 
 
 def _load(folder: Path, claims: list, reviews: list | None = None):
@@ -588,7 +588,7 @@ def test_random_date_strings_load_as_written_or_are_quarantined(values):
     # Dates run to 2099: this test is about reading dates, not about which fiscal years have weights
     # (test_fiscal_years.py), so the pre-publish coverage check is left out.
     order = _slash_order(values)
-    with tempfile.TemporaryDirectory() as folder, mock.patch("audits.ingest.check_reference_coverage",
+    with tempfile.TemporaryDirectory() as folder, mock.patch("audits.ingest.loading.check_reference_coverage",
                                                             return_value={}):
         if order is None:
             with pytest.raises(InputError, match="--date-format"):

@@ -10,8 +10,8 @@ import duckdb
 import pytest
 
 from audits.errors import InputError
-from audits.ingest import load
-from audits.readers import InputFiles
+from audits.ingest.loading import load
+from audits.ingest.readers import InputFiles
 from tests.helpers import claim, good_claims, good_reviews, review, write_wide
 from tests.test_bad_input import cli, fingerprint, run_args
 

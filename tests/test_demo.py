@@ -15,7 +15,7 @@ import pytest
 from audits.codes import ICD10CM_PATTERN, ICD10PCS_PATTERN, drg_version
 from audits.contract import (CLAIM_HEADER_COLUMNS, DISCHARGE_STATUS_VALUES, DX_COLUMNS, POA_COLUMNS,
                              PX_COLUMNS)
-from audits.demo import (DemoConfig, ErrorRates, catalogue_codes, generate_demo, load_catalogue,
+from audits.demo.generate import (DemoConfig, ErrorRates, catalogue_codes, generate_demo, load_catalogue,
                          principal_codes)
 
 N = 25

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from audits import compare
-from audits.demo import DemoConfig, ErrorRates, generate_demo
-from audits.ingest import load
-from audits.readers import InputFiles
+from audits.demo.generate import DemoConfig, ErrorRates, generate_demo
+from audits.ingest.loading import load
+from audits.ingest.readers import InputFiles
 
 
 @pytest.fixture(scope="module")

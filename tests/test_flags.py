@@ -19,7 +19,7 @@ import pytest
 from scipy.stats import false_discovery_control, fisher_exact
 
 from audits import flags
-from audits.regroup import EMPTY_SCHEMAS
+from audits.revenue.regroup import EMPTY_SCHEMAS
 
 BASE = 6000.0  # base rate used for the hand-made payments
 
@@ -420,11 +420,11 @@ def test_single_mcc_counts_every_non_excluded_mcc(con, tmp_path):
     # PULMONALE without any MCC: left out of the single-MCC denominator. K3 = I21.A1 + I50.33: one MCC.
     # Facility F001: audited_mcc_stays 2 (K1, K3), single_mcc_stays 1 (K3).
     from audits import compare
-    from audits.grouping import MsdrgAdapter
-    from audits.ingest import load
-    from audits.pricing import load_rate_config
-    from audits.readers import InputFiles
-    from audits.regroup import build_regroup
+    from audits.revenue.grouping import MsdrgAdapter
+    from audits.ingest.loading import load
+    from audits.revenue.pricing import load_rate_config
+    from audits.ingest.readers import InputFiles
+    from audits.revenue.regroup import build_regroup
     from tests.helpers import claim, review, write_wide
 
     codes = {"K1": ["I21.A1", "I50.33", "J96.01"], "K2": ["I26.09", "I10"], "K3": ["I21.A1", "I50.33"]}
@@ -491,7 +491,7 @@ def test_real_cms_peers_incomplete_hospitals_are_left_out(con, tmp_path):
     # 39.0947 50.0 53.8462 61.6216 61.8138 63.7097 65.7980 71.1061 (%); p20 at position 1.4 = 50.0 + 0.4 x
     # 3.8462 = 51.5385; p80 at 5.6 = 63.7097 + 0.6 x 2.0883 = 64.9627; pooled 1187 / 1961 = 0.605303.
     # F1 (193 x30, 194 x50, 195 x20) = 30% <= p20: a low outlier.
-    from audits.peers import read_peers
+    from audits.ingest.peers import read_peers
 
     path = tmp_path / "areas.csv"
     path.write_text("target_area,numerator_drgs,denominator_drgs,direction\nmcc_share_193_195,193,193-195,both\n")
@@ -542,7 +542,7 @@ def test_highest_severity_drgs_read_from_every_years_titles():
     """FY2019's Table 5 abbreviates the split ('HEART FAILURE & SHOCK W MCC'); FY2024's spells it out.
     Both years: 291 is the highest-severity member of a three-DRG family, 293 the lowest."""
     from audits.flags.common import drg_reference
-    from audits.weights import load_weights
+    from audits.revenue.weights import load_weights
 
     ref = drg_reference(load_weights([2019, 2024])).set_index(["fiscal_year", "drg"])
     for fy in (2019, 2024):

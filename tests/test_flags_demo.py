@@ -20,12 +20,12 @@ import pandas as pd
 import pytest
 
 from audits import compare, flags
-from audits.demo import DemoConfig, generate_demo
-from audits.grouping import MsdrgAdapter
-from audits.ingest import load
-from audits.pricing import load_rate_config
-from audits.readers import InputFiles
-from audits.regroup import build_regroup
+from audits.demo.generate import DemoConfig, generate_demo
+from audits.revenue.grouping import MsdrgAdapter
+from audits.ingest.loading import load
+from audits.revenue.pricing import load_rate_config
+from audits.ingest.readers import InputFiles
+from audits.revenue.regroup import build_regroup
 
 
 def _warehouse(out_dir, config: DemoConfig) -> duckdb.DuckDBPyConnection:

@@ -15,11 +15,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from audits import validation
+from audits.ingest import validation
 from audits.errors import InputError
-from audits.ingest import load
-from audits.readers import InputFiles
-from audits.readers.detect import detect_format, normalise_format
+from audits.ingest.loading import load
+from audits.ingest.readers import InputFiles
+from audits.ingest.readers.detect import detect_format, normalise_format
 from tests.helpers import claim, review, write_wide
 
 FIX = Path(__file__).parent / "fixtures" / "formats"

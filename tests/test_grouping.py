@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audits.grouping import (
+from audits.revenue.grouping import (
     OUTPUT_COLUMNS,
     SEX_CODES,
     Grouper,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from audits.errors import InputError
-from audits.ingest import TooManyRejectedError, load
-from audits.readers import InputFiles
+from audits.ingest.loading import TooManyRejectedError, load
+from audits.ingest.readers import InputFiles
 from tests.helpers import claim, good_claims, good_reviews, review, write_long, write_wide
 
 TABLES = {

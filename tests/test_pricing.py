@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from audits.errors import InputError
-from audits.pricing import (
+from audits.revenue.pricing import (
     DEFAULT_BASE_RATE,
     load_rate_config,
     price_claims,
@@ -14,7 +14,7 @@ from audits.pricing import (
     revenue_by,
     revenue_totals,
 )
-from audits.weights import MissingWeightsError, load_weights
+from audits.revenue.weights import MissingWeightsError, load_weights
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from audits.quality import reconcile_regroup, reconcile_revenue
+from audits.ingest.quality import reconcile_regroup, reconcile_revenue
 
 
 def _tables(con, impact_net=-5404.0, regrouped=("A", "B")):

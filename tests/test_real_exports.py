@@ -15,8 +15,8 @@ import duckdb
 import pytest
 
 from audits.errors import InputError
-from audits.ingest import load
-from audits.readers import InputFiles, stage_inputs
+from audits.ingest.loading import load
+from audits.ingest.readers import InputFiles, stage_inputs
 from audits.summary import ingest_summary
 from tests.helpers import claim, good_claims, write_long, write_wide
 

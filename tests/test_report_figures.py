@@ -350,7 +350,7 @@ def test_run_warnings_are_shown_escaped(run, tmp_path):  # noqa: F811
 
 
 def test_worklists_carry_the_drg_title_of_the_claims_fiscal_year(run):  # noqa: F811
-    from audits.weights import load_weights
+    from audits.revenue.weights import load_weights
 
     with open(run["out"]["flags"]["refund_worklist"], newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))

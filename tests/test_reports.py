@@ -268,7 +268,7 @@ def _synthetic_flag_tables(con: duckdb.DuckDBPyConnection, period: str) -> dict:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """The real pipeline on a small demo with a script note, a formula payer and patient ids planted."""
-    from audits.demo import DemoConfig, generate_demo
+    from audits.demo.generate import DemoConfig, generate_demo
     from pipelines.cli import main
 
     root = tmp_path_factory.mktemp("reports_run")

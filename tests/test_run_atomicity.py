@@ -97,13 +97,13 @@ def _failing_check(frame, *_args, **_kwargs):
 
 # (stage, what to patch, replacement, step recorded as failed, reason recorded)
 INJECTIONS = [
-    ("ingest", "audits.ingest.validate_load", _fail, "ingest", "RuntimeError: injected fault"),
+    ("ingest", "audits.ingest.loading.validate_load", _fail, "ingest", "RuntimeError: injected fault"),
     ("compare", "audits.compare.build_error_rates", _fail, "coding_comparison", "RuntimeError: injected fault"),
     ("revenue", "assets.revenue.build_regroup", _fail, "revenue", "RuntimeError: injected fault"),
     ("flags", "assets.flags.build_flags", _fail, "upcoding", "RuntimeError: injected fault"),
     ("summary", "assets.summary.build_summary", _fail, "run_summary", "RuntimeError: injected fault"),
     ("reports", "assets.reports.write_reports", _fail, "reports", "RuntimeError: injected fault"),
-    ("blocking_check", "audits.quality.run_expectations", _failing_check, None,
+    ("blocking_check", "audits.ingest.quality.run_expectations", _failing_check, None,
      ".gx_published failed"),
 ]
 

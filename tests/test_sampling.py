@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audits.sampling import allocate_proportional, draw_sample, worklist
+from audits.revenue.sampling import allocate_proportional, draw_sample, worklist
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-import audits.regroup as regroup
-from audits.grouping import MsdrgAdapter
-from audits.ingest import load
-from audits.pricing import load_rate_config
-from audits.readers import InputFiles
+import audits.revenue.regroup as regroup
+from audits.revenue.grouping import MsdrgAdapter
+from audits.ingest.loading import load
+from audits.revenue.pricing import load_rate_config
+from audits.ingest.readers import InputFiles
 from tests.helpers import claim, write_wide
 
 # J18.9 alone groups to 195 (FY2026 weight 0.6285); with N17.9 (CC) to 194 (0.8059). At a base

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from audits.errors import InputError
-from audits.weights import (
+from audits.revenue.weights import (
     MissingWeightsError,
     drg_family,
     load_weights,

@@ -1,4 +1,5 @@
-"""Upcoding flags: claim, coder and facility patterns, each with the evidence a compliance officer follows.
+"""Upcoding flags: takes the compared and regrouped audit (and optional peer discharges); gives claim, coder
+and facility patterns, each with the evidence and significance a compliance officer follows.
 
 `build_flags(con, peers=None)` (re)creates six tables from `claims`, `reviews`, `claim_codes`,
 `code_diffs`, `claim_regroup` and `universe`: `upcoding_flags`, `upcoding_rules`, `coder_funnel`,

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from audits.codes import fiscal_year_sql, normalise_code
-from audits.weights import drg_family, load_weights, spelled_out_title
+from audits.revenue.weights import drg_family, load_weights, spelled_out_title
 
 MIN_COUNT = 11                 # PEPPER / CMS small-cell rule
 MIN_CODER_CLAIMS = 11

@@ -18,13 +18,13 @@ from typing import Callable
 import duckdb
 import pandas as pd
 
-from audits.coverage import check_reference_coverage
+from audits.revenue.coverage import check_reference_coverage
 from audits.errors import InputError
-from audits.grouping import msdrg_versions
-from audits.readers import InputFiles, stage_inputs
+from audits.revenue.grouping import msdrg_versions
+from audits.ingest.readers import InputFiles, stage_inputs
 from audits.staging import STAGE, direct_publish, stage_rows
-from audits.universe import stage_universe
-from audits.validation import validate_load
+from audits.ingest.universe import stage_universe
+from audits.ingest.validation import validate_load
 from audits.warehouse import SCHEMA, ensure_schema
 
 
@@ -44,7 +44,7 @@ class LoadResult:
     rejections: pd.DataFrame = field(repr=False)
     universe_in: int = 0
     universe_loaded: int = 0
-    # Layout of each file read and records the readers left out by reason (see audits.readers.stage).
+    # Layout of each file read and records the readers left out by reason (see audits.ingest.readers.stage).
     formats: list[dict] = field(default_factory=list)
     skipped_records: list[dict] = field(default_factory=list)
     warnings: list[dict] = field(default_factory=list)  # [{code, message, count}] that did not stop the load
@@ -81,7 +81,7 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
 
     Before publishing, every accepted claim's discharge date must have a Table 5 (shipped or in
     `weights_dir`) and an MS-DRG version the grouper carries or one older than it (see
-    `audits.coverage`): else InputError, and nothing is published."""
+    `audits.revenue.coverage`): else InputError, and nothing is published."""
     step = progress or (lambda done, total: None)
     step(0, 4)
     if STAGE not in {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}:

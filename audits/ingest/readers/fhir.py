@@ -74,9 +74,9 @@ import duckdb
 
 from audits.contract import MAX_POSITIONS
 from audits.errors import InputError
-from audits.readers.base import FileRead, _sql_str, create_staging, header_columns
-from audits.readers.detect import UNKNOWN_CODER, age_sql, finish_staging
-from audits.readers.fhir_files import _load_resources, _raise_invalid_json
+from audits.ingest.readers.base import FileRead, _sql_str, create_staging, header_columns
+from audits.ingest.readers.detect import UNKNOWN_CODER, age_sql, finish_staging
+from audits.ingest.readers.fhir_files import _load_resources, _raise_invalid_json
 
 log = logging.getLogger(__name__)
 

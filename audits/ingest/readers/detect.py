@@ -1,10 +1,10 @@
 """Which reader reads a file: the format registry, format detection, and the helpers the
 non-canonical readers share for findings and row buffers (the staging tables themselves are made
-by `audits.readers.base.create_staging`).
+by `audits.ingest.readers.base.create_staging`).
 
 Formats (the value of `InputFiles.formats[entity]` and of the CLI's `--format`):
 
-- `canonical`: the contract's own layout, wide or long (`audits.readers.wide` / `long`).
+- `canonical`: the contract's own layout, wide or long (`audits.ingest.readers.wide` / `long`).
 - `tuva`: Tuva Project input layer `medical_claim` (+ `eligibility` for age and sex).
 - `cms`: CMS CCW / BFD inpatient claims RIF (+ the beneficiary file for age and sex).
 - `x12`: X12 837I institutional claims, 005010X223A2.
@@ -12,11 +12,11 @@ Formats (the value of `InputFiles.formats[entity]` and of the CLI's `--format`):
   or Bundle JSON, with the Patient, Organization and Coverage resources it references.
 - `auto`: detected per file from its first bytes / header row (`detect_format`).
 
-Every reader writes the staging tables of `audits.readers` (`stg_<entity>`, `stg_<entity>_codes`)
+Every reader writes the staging tables of `audits.ingest.readers` (`stg_<entity>`, `stg_<entity>_codes`)
 plus `stg_<entity>_findings`: problems the reader found while mapping its layout (lines of one
 claim that disagree, two principal diagnoses...), one row per problem with the reason in words.
 Validation quarantines the claims named there when it reads that table (`READER_FINDINGS` in
-`audits.validation`); until it does, `finish_staging` makes validation reject those claims through
+`audits.ingest.validation`); until it does, `finish_staging` makes validation reject those claims through
 its existing rules (see there).
 """
 
@@ -31,13 +31,13 @@ import duckdb
 import pyarrow as pa
 
 from audits.errors import InputError
-from audits.readers.base import header_columns
+from audits.ingest.readers.base import header_columns
 
 FORMATS = ("canonical", "tuva", "cms", "x12", "fhir")
 ALIASES = {"wide": "canonical", "long": "canonical", "837i": "x12", "837": "x12", "edi": "x12",
            "ccw": "cms", "rif": "cms", "bfd": "cms", "carin": "fhir", "eob": "fhir"}
-_MODULES = {"tuva": "audits.readers.tuva", "cms": "audits.readers.cms", "x12": "audits.readers.x12",
-            "fhir": "audits.readers.fhir"}
+_MODULES = {"tuva": "audits.ingest.readers.tuva", "cms": "audits.ingest.readers.cms", "x12": "audits.ingest.readers.x12",
+            "fhir": "audits.ingest.readers.fhir"}
 
 # Payer feeds carry no coder: claims from them get this coder_id (documented in the README), so
 # they load; coder scorecards then show them as one "UNKNOWN" coder.
@@ -196,7 +196,7 @@ class Records:
 
 def findings_hook_available() -> bool:
     """True once validation quarantines the claims of `stg_<entity>_findings` itself."""
-    from audits import validation
+    from audits.ingest import validation
 
     return bool(getattr(validation, "READER_FINDINGS", False))
 

@@ -12,7 +12,7 @@ import duckdb
 import pandas as pd
 
 from audits.errors import InputError
-from audits.readers.base import read_raw
+from audits.ingest.readers.base import read_raw
 
 ALIASES = {"provider_id": ("provider_id", "rndrng_prvdr_ccn"), "drg": ("drg", "drg_cd"),
            "discharges": ("discharges", "tot_dschrgs")}

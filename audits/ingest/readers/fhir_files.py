@@ -1,4 +1,4 @@
-"""Reading FHIR files into DuckDB for the FHIR reader (`audits.readers.fhir`): NDJSON lines or
+"""Reading FHIR files into DuckDB for the FHIR reader (`audits.ingest.readers.fhir`): NDJSON lines or
 whole JSON documents (Bundles unpacked) to one row per resource, with file and row, any text that
 is not JSON or not UTF-8 located."""
 

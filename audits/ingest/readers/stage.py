@@ -18,8 +18,8 @@ import duckdb
 import pandas as pd
 
 from audits.errors import InputError
-from audits.readers import detect, long, wide
-from audits.readers.base import SKIP_REASONS, FileRead, InputFiles
+from audits.ingest.readers import detect, long, wide
+from audits.ingest.readers.base import SKIP_REASONS, FileRead, InputFiles
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class StagedInputs:
 
 
 def stage_inputs(con: duckdb.DuckDBPyConnection, files: InputFiles) -> StagedInputs:
-    """Read every input file into the staging tables (see `audits.readers`)."""
+    """Read every input file into the staging tables (see `audits.ingest.readers`)."""
     staged = StagedInputs()
     for entity, headers, dx_files, px_files in (
         ("claims", files.claims, files.claim_diagnoses, files.claim_procedures),

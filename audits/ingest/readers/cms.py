@@ -42,8 +42,8 @@ from pathlib import Path
 import duckdb
 
 from audits.codes import normalise_code_sql
-from audits.readers.base import FileRead
-from audits.readers.tuva import EXTERNAL_CAUSES, POSITIONS, LineLayout, col, drg_pad_sql, stage_claim_lines
+from audits.ingest.readers.base import FileRead
+from audits.ingest.readers.tuva import EXTERNAL_CAUSES, POSITIONS, LineLayout, col, drg_pad_sql, stage_claim_lines
 
 EXTRA_FIELDS = ("paid_amount", "total_charge", "org_npi_num", "admitting_dx")
 

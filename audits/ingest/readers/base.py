@@ -2,7 +2,7 @@
 staging tables' columns, and what a reader reports about each file it read (`FileRead`).
 
 The readers (`wide`, `long`, `tuva`, `cms`, `x12`, `fhir`) import this module; none imports
-another reader's module for a helper. `audits.readers.stage` picks the reader per layout."""
+another reader's module for a helper. `audits.ingest.readers.stage` picks the reader per layout."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class InputFiles:
     review_procedures: list[Path] = field(default_factory=list)
     universe: list[Path] = field(default_factory=list)
     # Layout per entity ('claims', 'reviews'): 'canonical' (default: wide or long), 'tuva', 'cms',
-    # 'x12' (837I), 'fhir' or 'auto' (detected from the files). See audits.readers.detect.
+    # 'x12' (837I), 'fhir' or 'auto' (detected from the files). See audits.ingest.readers.detect.
     formats: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:

@@ -19,10 +19,10 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 from audits.codes import (ICD10CM_PATTERN, ICD10PCS_PATTERN, POA_VALUES, drg_version_sql,  # noqa: E402
                           normalise_code_sql, normalise_poa_sql)
-from audits.code_validity import code_validity  # noqa: E402
+from audits.ingest.code_validity import code_validity  # noqa: E402
 from audits.contract import (AGE_MAX, AGE_MIN, DISCHARGE_STATUS_VALUES, MAX_POSITIONS,  # noqa: E402
                              SEX_VALUES)
-from audits.dates import accepted_formats, parse_date_sql, slash_date_orders  # noqa: E402,F401 - re-exported
+from audits.ingest.dates import accepted_formats, parse_date_sql, slash_date_orders  # noqa: E402,F401 - re-exported
 
 # Readers may stage their own findings (stg_<entity>_findings); validation quarantines them.
 READER_FINDINGS = True
@@ -234,7 +234,7 @@ def validate_load(con: duckdb.DuckDBPyConnection, published_claims: str | None =
                   date_format: str | None = None, warnings: list | None = None) -> pd.DataFrame:
     """Validate the staged load; create TEMP tables `ok_claims`, `ok_reviews`, `ok_codes` (typed,
     normalised, accepted) and return the rejections (one row per failed rule and row). Slash dates
-    are read as each file proves or `date_format` says (`audits.dates`); what that resolved is
+    are read as each file proves or `date_format` says (`audits.ingest.dates`); what that resolved is
     appended to `warnings`."""
     orders = {entity: slash_date_orders(con, f"stg_{entity}", columns, date_format, warnings)
               for entity, columns in (("claims", ["admit_date", "discharge_date"]), ("reviews", ["review_date"]))}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import duckdb
 
-from audits.readers.base import (FileRead, create_staging, read_raw, require_columns, require_rows,
+from audits.ingest.readers.base import (FileRead, create_staging, read_raw, require_columns, require_rows,
                                  required_columns, stage_header)
-from audits.validation import whole_number_sql
+from audits.ingest.validation import whole_number_sql
 
 
 def stage(con: duckdb.DuckDBPyConnection, entity: str, headers: list[Path], dx_files: list[Path],

@@ -51,8 +51,8 @@ import duckdb
 
 from audits.contract import MAX_POSITIONS
 from audits.errors import InputError
-from audits.readers.base import FileRead, create_staging
-from audits.readers.detect import UNKNOWN_CODER, Records, age_at, finish_staging
+from audits.ingest.readers.base import FileRead, create_staging
+from audits.ingest.readers.detect import UNKNOWN_CODER, Records, age_at, finish_staging
 
 log = logging.getLogger(__name__)
 

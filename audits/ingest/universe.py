@@ -11,9 +11,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from audits.readers.base import _quote_ident, read_raw, require_columns
-from audits.dates import accepted_formats, slash_date_orders
-from audits.validation import (Rule, _gx, discharge_status_sql, drg_sql, parse_date_sql, run_expectations,
+from audits.ingest.readers.base import _quote_ident, read_raw, require_columns
+from audits.ingest.dates import accepted_formats, slash_date_orders
+from audits.ingest.validation import (Rule, _gx, discharge_status_sql, drg_sql, parse_date_sql, run_expectations,
                                whole_number_sql)
 
 UNIVERSE_COLUMNS = ("claim_id", "facility_id", "admit_date", "discharge_date", "discharge_status", "age", "sex",
@@ -23,7 +23,7 @@ UNIVERSE_COLUMNS = ("claim_id", "facility_id", "admit_date", "discharge_date", "
 def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_format: str | None = None,
                    warnings: list | None = None) -> pd.DataFrame:
     """Read the universe file(s) into TEMP table `ok_universe`; return the quarantined rows. Slash
-    dates: see `audits.dates`."""
+    dates: see `audits.ingest.dates`."""
     con.execute("""CREATE OR REPLACE TEMP TABLE stg_universe (_source_file VARCHAR, _source_row BIGINT,
                    claim_id VARCHAR, facility_id VARCHAR, admit_date VARCHAR, discharge_date VARCHAR,
                    discharge_status VARCHAR, age VARCHAR, sex VARCHAR, payer VARCHAR, coder_id VARCHAR,

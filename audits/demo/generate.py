@@ -61,7 +61,7 @@ import pyarrow as pa
 
 from audits.codes import drg_version
 from audits.contract import DX_COLUMNS, MAX_POSITIONS, POA_COLUMNS, PX_COLUMNS
-from audits.weights import drg_family
+from audits.revenue.weights import drg_family
 
 __all__ = ["ErrorRates", "DemoConfig", "generate_demo", "load_catalogue", "catalogue_codes",
            "ERROR_TYPES"]
@@ -338,7 +338,7 @@ class _Grouping:
     chunks: generated claims hardly repeat (99.8% of 100,000 requests are distinct)."""
 
     def __init__(self, workers: int = 2):
-        from audits.grouping import MsdrgAdapter
+        from audits.revenue.grouping import MsdrgAdapter
 
         self.adapter = MsdrgAdapter(workers=workers, mode="threads")
 

@@ -14,7 +14,7 @@ touches nothing downstream. Modules: `base` (helpers every reader imports), `det
 registry and detection), `stage` (`stage_inputs`), one module per layout.
 """
 
-from audits.readers.base import FileRead, InputFiles
-from audits.readers.stage import StagedInputs, stage_inputs
+from audits.ingest.readers.base import FileRead, InputFiles
+from audits.ingest.readers.stage import StagedInputs, stage_inputs
 
 __all__ = ["FileRead", "InputFiles", "StagedInputs", "stage_inputs"]

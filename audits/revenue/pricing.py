@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from audits.errors import InputError
-from audits.weights import MissingWeightsError
+from audits.revenue.weights import MissingWeightsError
 
 DEFAULT_BASE_RATE = Decimal("7276.76")
 DEFAULT_BASE_RATE_SOURCE = (
