@@ -61,6 +61,7 @@ import pyarrow as pa
 
 from audits.codes import drg_version
 from audits.contract import DX_COLUMNS, MAX_POSITIONS, POA_COLUMNS, PX_COLUMNS
+from audits.demo_case_mix import CaseMix, addition_pools, fit_severity, option_profiles
 from audits.weights import drg_family
 
 __all__ = ["ErrorRates", "DemoConfig", "generate_demo", "load_catalogue", "catalogue_codes",
@@ -198,6 +199,12 @@ def _severities(codes: tuple[str, ...], version: int) -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=2)
+def _compiled(fiscal_year: int) -> "_Compiled":
+    """One read-only compiled catalogue per fiscal year and process (it asks the grouper ~1,000 questions)."""
+    return _Compiled(fiscal_year)
+
+
 class _Compiled:
     """The catalogue as integer arrays: code ids index `dx_codes` / `px_codes` (id 0 = empty)."""
 
@@ -243,6 +250,10 @@ class _Compiled:
         self.late = np.array([False] + [c[0] in "ZWYV" for c in dx])
 
         self.scenarios = [self._scenario(sc) for sc in cat["scenarios"]]
+        # Medicare case mix (audits/demo_case_mix.py): each option's bare DRG, codes' severity under it.
+        self.profiles = option_profiles(self.scenarios, self.dx_codes, self.px_codes,
+                                        drg_version(dt.date(fiscal_year - 1, 10, 1)), fiscal_year)
+        self.additions = [addition_pools(sc, prof) for sc, prof in zip(self.scenarios, self.profiles)]
         self.status_profiles = {
             name: (np.array(list(p.keys()), dtype=object), np.cumsum(list(p.values())) / sum(p.values()))
             for name, p in cat["status_profiles"].items()
@@ -275,8 +286,10 @@ class _Compiled:
         w = np.array([p["w"] for p in prin], dtype=float)
         groups = []
         pool: dict[int, None] = {}
+        span = [-1] * att_w   # the group each candidate column comes from (-1: coded with the principal)
         for name, prob in sc["secondary"].items():
             mat, cum = self._matrix(self.cat["groups"][name], self.dx_id)
+            span += [len(groups)] * mat.shape[1]
             groups.append((float(prob), mat, cum))
             for c in mat.ravel():
                 if c:
@@ -286,7 +299,7 @@ class _Compiled:
             "name": sc["name"], "service_line": sc["service_line"], "weight": float(sc["weight"]),
             "age": sc["age"], "female": float(sc["female"]), "los": sc["los"], "status": sc["status"],
             "pdx": pdx, "att": att, "ppx": ppx, "pcum": np.cumsum(w) / w.sum(),
-            "groups": groups, "proc_groups": proc_groups,
+            "groups": groups, "span": np.array(span, dtype=np.int32), "proc_groups": proc_groups,
             "alt": [self.dx_id[c] for c in sc["alt_principal"]],
             "added_pool": [c for c in pool if self.dx_codes[c][0] not in "WY"],
             "surgical": bool(ppx.any()),
@@ -381,7 +394,7 @@ class _Setup:
 
     def __init__(self, config: DemoConfig):
         self.config = config
-        self.comp = _Compiled(config.fiscal_year)
+        self.comp = _compiled(config.fiscal_year)
         nf, nc = config.n_facilities, config.n_coders
         if nf < 1 or nc < 1:
             raise ValueError("n_facilities and n_coders must be at least 1")
@@ -391,18 +404,18 @@ class _Setup:
         size = np.linspace(1.5, 0.7, nf) if nf > 1 else np.ones(1)
         self.fac_cum = np.cumsum(size) / size.sum()
         self.home = [np.array([c for c in range(nc) if c % nf == f], dtype=np.int32) for f in range(nf)]
-        base = np.array([s["weight"] for s in self.comp.scenarios])
-        weights = np.tile(base, (nf, 1))
         self.sepsis_index = next(i for i, s in enumerate(self.comp.scenarios) if s["name"] == "sepsis")
         self.plant_facility = -1
         self.plant_coder = -1
+        boost = {}
         if config.plant_patterns:
             if SEPSIS_OUTLIER in self.facilities:
                 self.plant_facility = int(np.flatnonzero(self.facilities == SEPSIS_OUTLIER)[0])
-                weights[self.plant_facility, self.sepsis_index] *= SEPSIS_OUTLIER_FACTOR
+                boost[(self.plant_facility, self.sepsis_index)] = SEPSIS_OUTLIER_FACTOR
             if OVERCODER in self.coders:
                 self.plant_coder = int(np.flatnonzero(self.coders == OVERCODER)[0])
-        self.scen_cum = np.cumsum(weights, axis=1) / weights.sum(axis=1, keepdims=True)
+        self.mix = CaseMix(self.comp.scenarios, self.comp.profiles, config.fiscal_year, nf,
+                           np.random.default_rng([config.seed, 4]), boost)
         start = dt.date(config.fiscal_year - 1, 10, 1)
         self.fy_start = np.datetime64(start, "D")
         self.n_days = (dt.date(config.fiscal_year, 10, 1) - start).days
@@ -459,10 +472,13 @@ def _dedup(keys: np.ndarray, valid: np.ndarray, first_key: np.ndarray | None) ->
     return kept
 
 
-def _scenario_codes(setup: _Setup, s: int, m: int, plant: np.ndarray, rng: np.random.Generator):
-    """Codes of m claims of scenario s: (dx ids, poa, px ids, planted id), each (m, 25)."""
+def _scenario_codes(setup: _Setup, s: int, k: np.ndarray, facility: np.ndarray, plant: np.ndarray,
+                    rng: np.random.Generator):
+    """Codes of the claims of scenario s with principal options k at facilities `facility`: (dx ids, poa,
+    px ids, planted id), each (m, 25). Secondaries fit the facility's Medicare case mix (demo_case_mix)."""
     comp, sc = setup.comp, setup.comp.scenarios[s]
-    k = _draw(sc["pcum"], rng.random(m))
+    m = len(k)
+    k, floor, cap = setup.mix.targets(s, k, facility, rng)
     pdx = sc["pdx"][k]
     cols = [sc["att"][k]]
     for prob, mat, cum in sc["groups"]:
@@ -473,6 +489,9 @@ def _scenario_codes(setup: _Setup, s: int, m: int, plant: np.ndarray, rng: np.ra
     n_att = sc["att"].shape[1]
     keys = comp.key[cand]
     kept = _dedup(keys, cand > 0, comp.key[pdx])
+    cand, kept = fit_severity(cand, kept, sc["span"], comp.profiles[s], k, floor, cap,
+                              comp.additions[s], comp.key, comp.key[pdx], rng)
+    keys = comp.key[cand]
 
     # The over-coder's unsupported MCC: the first of the list (from a random start) that fits.
     planted = np.zeros(m, dtype=np.int32)
@@ -544,10 +563,11 @@ def _make_block(setup: _Setup, b: int, start: int, n: int) -> _Block:
         if len(home) and rows.any():
             coder[rows] = home[(pick[rows] * len(home)).astype(np.int32)]
     u = rng.random(n)
-    scenario = np.zeros(n, dtype=np.int32)
+    pick = np.zeros(n, dtype=np.int32)
     for f in range(len(setup.facilities)):
         rows = facility == f
-        scenario[rows] = _draw(setup.scen_cum[f], u[rows])
+        pick[rows] = _draw(setup.mix.option_cum[f], u[rows])
+    scenario, option = setup.mix.scenario[pick], setup.mix.option[pick]
     plant = np.zeros(n, dtype=bool)
     if setup.plant_coder >= 0:
         plant = (coder == setup.plant_coder) & (rng.random(n) < OVERCODER_RATE)
@@ -561,7 +581,7 @@ def _make_block(setup: _Setup, b: int, start: int, n: int) -> _Block:
         rows = np.flatnonzero(scenario == s)
         if not len(rows):
             continue
-        d, p, x, pl = _scenario_codes(setup, s, len(rows), plant[rows], rng)
+        d, p, x, pl = _scenario_codes(setup, s, option[rows], facility[rows], plant[rows], rng)
         dx[rows], poa[rows], px[rows], planted[rows] = d, p, x, pl
         codes, cum = comp.status_profiles[sc["status"]]
         status[rows] = codes[_draw(cum, rng.random(len(rows)))]
