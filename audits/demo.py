@@ -8,6 +8,16 @@
 
 How the data is made (the "why" a reader of the demo reports may ask about):
 
+- Case mix as in Medicare (`audits/demo_case_mix.py`, figures in `audits/data/demo_case_mix.csv`): for
+  each medical DRG family the scenarios group to (sepsis 871-872, heart failure 291-293, pneumonia 193-195
+  and 177-179, COPD 190-192, AMI 280-282, stroke 064-066, ...), the share of each severity member (WITH
+  MCC / WITH CC / WITHOUT) is New York's Medicare DY2022 share, and the scenario volumes put the target
+  areas septicemia, respiratory infections and simple pneumonia at New York's pooled rates. Each facility
+  draws its own shares around them with `facility_spread` (0.35) times the SD between New York's hospitals
+  (Spiegelhalter's tau2): the demo's facilities are one health system (one coding department, one CDI
+  programme), and at New York's full spread four peers cannot estimate tau2, so the flags' own-peer test
+  flagged 6 of 40 clean demos (seeds 30000-30039; 2 of 40 at 0.5, 0 at 0.35). A clean facility thus sits
+  inside real peers' spread and near the other demo facilities.
 - Clinical scenarios (sepsis, heart failure, pneumonia, COPD, AMI, stroke, UTI, AKI, GI bleed, diabetes,
   hip fracture, joint replacement, appendicitis, cholecystitis, cellulitis, syncope/chest pain, atrial
   fibrillation, pulmonary embolism) and their code lists live in `audits/data/demo_codes.json`. Every
@@ -30,13 +40,16 @@ How the data is made (the "why" a reader of the demo reports may ask about):
 
 Planted patterns (`DemoConfig.plant_patterns=True`, the default), for the compliance report to find:
 
-- Coder C07 over-codes MCCs: 45% of C07's claims carry an extra, unsupported MCC (E43 severe
-  malnutrition, J96.01 acute respiratory failure, G93.41 metabolic encephalopathy or I21.A1 type 2
-  MI) coded as present on admission; the audit deletes every one of them. Measured over 3,000
-  audited claims with the default ErrorRates: about 44% of C07's audited claims lose an MCC on
-  audit against 2% for the other coders, and 35% of C07's are overpaid against 4%.
-- Facility F003 is a septicemia outlier: its share of principal-sepsis claims (DRGs 870-872) is
-  about 2.5 times that of the other facilities (PEPPER target area "septicemia").
+- Coder C07 over-codes MCCs where they pay: 70% of C07's claims that have no MCC get an extra,
+  unsupported one (E43 severe malnutrition, J96.01 acute respiratory failure, G93.41 metabolic
+  encephalopathy or I21.A1 type 2 MI) coded as present on admission; the audit deletes every one of them.
+- Facility F003 is a septicemia outlier: it codes 7 times as many septicemia stays (DRGs 870-872) per
+  pneumonia or UTI stay as its case mix would give, so septicemia is about 92% of the PEPPER target area
+  "septicemia" (870-872 over 870-872, 193-195, 207-208, 689-690) against Medicare's 62% in New York
+  (whose complete hospitals range 45-70%): about 3.5 between-hospital SDs above the mean, as extreme as
+  the single most sepsis-heavy of ~3,000 US hospitals would be if they spread as New York's do, a real
+  pattern (sepsis coding on pneumonia and UTI admissions is an OIG and RAC target) at its plausible edge.
+  Its septicemia volume keeps no random spread of its own, so the pattern's size is this factor.
 
 With `plant_patterns=False` every coder and facility draws from the same distributions (coders still
 work mostly at a home facility; facilities differ only in size). A pattern whose coder or facility
@@ -96,14 +109,15 @@ class DemoConfig:
     n_coders: int = 12
     errors: ErrorRates = field(default_factory=ErrorRates)
     plant_patterns: bool = True   # False = no planted over-coder / septicemia outlier
+    facility_spread: float = 0.35  # facilities' spread around Medicare's case mix, x New York hospitals' SD
     billed_drg_mismatch_rate: float = 0.01
 
 
 # Planted patterns.
 OVERCODER = "C07"
-OVERCODER_RATE = 0.45          # share of the over-coder's claims carrying an unsupported MCC
+OVERCODER_RATE = 0.7           # share of the over-coder's claims without an MCC that get an unsupported one
 SEPSIS_OUTLIER = "F003"
-SEPSIS_OUTLIER_FACTOR = 3.0    # scenario weight multiplier; ~2.5x the others' share of DRGs 870-872
+SEPSIS_OUTLIER_FACTOR = 7.0    # sepsis volume multiplier at F003: septicemia ~92% of the area vs Medicare's 62%
 
 _BLOCK = 10_000                # claims per generator block (output does not depend on chunk_size)
 _HOME_CODER_SHARE = 0.75       # share of a facility's claims coded by its own coders
@@ -415,7 +429,7 @@ class _Setup:
             if OVERCODER in self.coders:
                 self.plant_coder = int(np.flatnonzero(self.coders == OVERCODER)[0])
         self.mix = CaseMix(self.comp.scenarios, self.comp.profiles, config.fiscal_year, nf,
-                           np.random.default_rng([config.seed, 4]), boost)
+                           np.random.default_rng([config.seed, 4]), config.facility_spread, boost)
         start = dt.date(config.fiscal_year - 1, 10, 1)
         self.fy_start = np.datetime64(start, "D")
         self.n_days = (dt.date(config.fiscal_year, 10, 1) - start).days
@@ -493,8 +507,10 @@ def _scenario_codes(setup: _Setup, s: int, k: np.ndarray, facility: np.ndarray, 
                               comp.additions[s], comp.key, comp.key[pdx], rng)
     keys = comp.key[cand]
 
-    # The over-coder's unsupported MCC: the first of the list (from a random start) that fits.
+    # The over-coder's unsupported MCC, on claims without one (where it pays): the first of the list (from a
+    # random start) that fits.
     planted = np.zeros(m, dtype=np.int32)
+    plant = plant & (np.where(kept, comp.profiles[s]["severity"][k[:, None], cand], 0).max(axis=1) < 2)
     if plant.any():
         rows = np.flatnonzero(plant)
         nov = len(comp.overcoded)

@@ -11,8 +11,9 @@ How, per claim (in `audits.demo`):
    volume sets a cross-family target area (septicemia, respiratory infections, simple pneumonia).
 2. The option's family is the family of the DRG it groups to bare (no other secondary). The claim's target
    member of that family is drawn from the facility's shares: Medicare's, with the first member's share
-   moved on the logit scale by severity_sd x u. u ~ N(0, 1) per facility and family, so clean facilities
-   vary between them as much as New York's hospitals do (Spiegelhalter's tau2), no more.
+   moved on the logit scale by severity_sd x u. u ~ N(0, spread^2) per facility and family: spread 1 =
+   clean facilities vary as much as New York's hospitals do (Spiegelhalter's tau2); the demo uses less
+   (`DemoConfig.facility_spread`, why there).
 3. The member's title sets the severity the secondaries must reach and may not pass ("WITH MCC": an MCC;
    "WITH CC": a CC and no MCC; "WITHOUT CC/MCC": neither; "WITHOUT MCC": no MCC). The secondaries drawn as
    usual are edited to fit: a group whose code passes the cap is left out, and when none reaches the floor,
@@ -58,13 +59,18 @@ def load_case_mix() -> tuple[Family, ...]:
 
 
 @lru_cache(maxsize=4)
-def severity_bounds(fiscal_year: int) -> dict[int, tuple[int, int]]:
-    """DRG -> (floor, cap) of the claim's highest secondary severity (0 none, 1 CC, 2 MCC), from the
-    severity split of its CMS Table 5 title."""
+def _table5(fiscal_year: int):
     from audits.flags.common import drg_reference
     from audits.weights import load_weights
 
-    ref = drg_reference(load_weights([fiscal_year]))
+    return drg_reference(load_weights([fiscal_year]))
+
+
+@lru_cache(maxsize=4)
+def severity_bounds(fiscal_year: int) -> dict[int, tuple[int, int]]:
+    """DRG -> (floor, cap) of the claim's highest secondary severity (0 none, 1 CC, 2 MCC), from the
+    severity split of its CMS Table 5 title."""
+    ref = _table5(fiscal_year)
     out = {}
     for drg, suffix in zip(ref["drg"], ref["suffix"]):
         if suffix.startswith("WITH MCC"):
@@ -137,10 +143,7 @@ def option_profiles(scenarios: list[dict], dx_codes: np.ndarray, px_codes: np.nd
 @lru_cache(maxsize=4)
 def family_keys(fiscal_year: int) -> dict[int, tuple[str, str]]:
     """DRG -> (MDC, family title without its severity split) of CMS Table 5."""
-    from audits.flags.common import drg_reference
-    from audits.weights import load_weights
-
-    ref = drg_reference(load_weights([fiscal_year]))
+    ref = _table5(fiscal_year)
     return {int(d): (m, f) for d, m, f in zip(ref["drg"], ref["mdc"], ref["family"])}
 
 
@@ -152,9 +155,11 @@ class CaseMix:
     """Per facility: the draw of (scenario, principal option) and of each family's target member."""
 
     def __init__(self, scenarios: list[dict], profiles: list[dict], fiscal_year: int, n_facilities: int,
-                 rng: np.random.Generator, boost: dict[tuple[int, int], float] | None = None):
-        """`boost`: {(facility, scenario): volume factor} for a planted pattern (that facility and family
-        keep their volume spread at 0, so the factor is the pattern's size)."""
+                 rng: np.random.Generator, spread: float = 1.0,
+                 boost: dict[tuple[int, int], float] | None = None):
+        """`spread`: the facilities' SDs as a multiple of the CSV's (New York's); `boost`: {(facility,
+        scenario): volume factor} for a planted pattern (that facility and family keep their volume spread
+        at 0, so the factor is the pattern's size)."""
         families = load_case_mix()
         bounds = severity_bounds(fiscal_year)
         family_of = {d: i for i, f in enumerate(families) for d in f.drgs}
@@ -162,8 +167,8 @@ class CaseMix:
         self.floor = [np.array([bounds.get(d, (0, 2))[0] for d in f.drgs], dtype=np.int8) for f in families]
         self.cap = [np.array([bounds.get(d, (0, 2))[1] for d in f.drgs], dtype=np.int8) for f in families]
         nf, nfam = n_facilities, len(families)
-        u_severity = rng.standard_normal((nf, nfam))
-        u_volume = rng.standard_normal((nf, nfam))
+        u_severity = spread * rng.standard_normal((nf, nfam))
+        u_volume = spread * rng.standard_normal((nf, nfam))
 
         # Options of every scenario, flat: scenario, option, family, the bare DRG's severity floor.
         self.scenario, self.option, fam, weight = [], [], [], []
