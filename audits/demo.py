@@ -40,7 +40,7 @@ How the data is made (the "why" a reader of the demo reports may ask about):
 
 Planted patterns (`DemoConfig.plant_patterns=True`, the default), for the compliance report to find:
 
-- Coder C07 over-codes MCCs where they pay: 70% of C07's claims that have no MCC get an extra,
+- Coder C07 over-codes MCCs where they pay: 80% of C07's claims that have no MCC get an extra,
   unsupported one (E43 severe malnutrition, J96.01 acute respiratory failure, G93.41 metabolic
   encephalopathy or I21.A1 type 2 MI) coded as present on admission; the audit deletes every one of them.
 - Facility F003 is a septicemia outlier: it codes 7 times as many septicemia stays (DRGs 870-872) per
@@ -115,7 +115,7 @@ class DemoConfig:
 
 # Planted patterns.
 OVERCODER = "C07"
-OVERCODER_RATE = 0.7           # share of the over-coder's claims without an MCC that get an unsupported one
+OVERCODER_RATE = 0.8           # share of the over-coder's claims without an MCC that get an unsupported one
 SEPSIS_OUTLIER = "F003"
 SEPSIS_OUTLIER_FACTOR = 7.0    # sepsis volume multiplier at F003: septicemia ~92% of the area vs Medicare's 62%
 
