@@ -6,8 +6,9 @@ Writes a synthetic CMS "Medicare Inpatient Hospitals - by Provider and Service" 
 (CMS column names; each hospital's DRG counts drawn around New York's DY2022 DRG mix when ../shared has it,
 else a flat mix; cells under 11 suppressed, as CMS publishes: ~150,000 rows at 3,000 hospitals), then times
 reading it (`audits.peers.read_peers`) and `flags.build_flags` of a 5,000-claim demo against it, and with
---leave-one-out the benchmark's leave-one-out over every hospital. Prints the figures; the last line is one
-JSON object.
+--leave-one-out the benchmark's leave-one-out over every hospital. The counts are independent draws, with
+none of real hospitals' between-hospital structure: the figures are speed and memory, not calibration.
+Prints the figures; the last line is one JSON object.
 """
 
 from __future__ import annotations
