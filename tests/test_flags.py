@@ -467,6 +467,19 @@ def test_suppressed_peers_are_left_out(con, tmp_path):
     assert row["p0"] == pytest.approx(0.25) and row["outlier"] == "high"
 
 
+def test_a_facility_is_never_its_own_incomplete_peer(con, tmp_path):
+    # The audited facilities are P4 (in the suppressed file without an 872 cell: incomplete there) and F1.
+    # Incomplete peers of the area: P4 and P5; P4's own row leaves itself out -> 1 (P5); F1's -> 2.
+    path = tmp_path / "areas.csv"
+    path.write_text(AREA_CSV)
+    warehouse(con, universe=pd.concat([stays("F1", "871", 30), stays("F1", "872", 5), stays("P4", "871", 40)],
+                                      ignore_index=True))
+    flags.build_flags(con, peers=_peer_cells(SUPPRESSED_PEERS), target_areas_path=path)
+    rows = con.execute("SELECT * FROM facility_target_areas").df().set_index("facility_id")
+    assert rows.loc["P4", "peers_incomplete"] == 1 and rows.loc["F1", "peers_incomplete"] == 2
+    assert rows.loc["P4", "peers"] == 3 and rows.loc["F1", "peers"] == 3
+
+
 def test_peers_file_with_small_cells_is_taken_as_complete(con, tmp_path):
     # A cell under 11 (P6 871 x5) means nothing was suppressed: a missing cell is zero, every peer counts.
     # Percents: P1 20, P2 30, P3 25, P4 100 (40 / 40), P5 0 (0 / 50), P6 20 (5 / 25) -> sorted 0 20 20 25 30 100:
@@ -549,3 +562,35 @@ def test_highest_severity_drgs_read_from_every_years_titles():
         assert ref.loc[(fy, "291"), "level"] == "MCC" and bool(ref.loc[(fy, "291"), "highest"])
         assert ref.loc[(fy, "293"), "level"] == "NONE" and ref.loc[(fy, "291"), "family_size"] == 3
     assert ref.loc[(2019, "291"), "gmlos"] == 4.1 and ref.loc[(2024, "291"), "gmlos"] == 3.9
+
+
+def test_a_national_size_peers_file_loads_and_scores(con, tmp_path):
+    """3,000 hospitals x 50 DRG cells = 150,000 rows in CMS's layout (the size of a national "by Provider and
+    Service" file), read from CSV as a user would pass it. Hospitals H0000-H1499 have 871 x60 + 872 x40 (60%),
+    H1500-H2999 871 x40 + 872 x60 (40%): p0 = (1500 x 60 + 1500 x 40) / 300,000 = 0.5; percents 40 and 60,
+    p20 at position 0.2 x 2999 = 599.8 (both neighbours 40) = 40, p80 at 2399.2 = 60. F1 (871 x30, 872 x5)
+    = 85.71% >= 60: high. Every peer's z = +-0.1 / sqrt(0.25 / 100) = +-2, so phi = 4 and tau2 = (3000 x 4 -
+    2999) / (sum w - sum w^2 / sum w) with w = 100 / 0.25 = 400 each: (12000 - 2999) / (1,200,000 - 400) =
+    0.0075063. Speed: benchmarks/national_peers.py."""
+    from audits.ingest.peers import read_peers
+
+    filler = [f"{d:03d}" for d in range(100, 148)]
+    rows = []
+    for h in range(3000):
+        ccn = f"H{h:04d}"
+        high = h < 1500
+        rows += [(ccn, "871", 60 if high else 40), (ccn, "872", 40 if high else 60)]
+        rows += [(ccn, d, 11 + (h + i) % 30) for i, d in enumerate(filler)]
+    file = tmp_path / "national.csv"
+    _peer_cells(rows).to_csv(file, index=False)
+    peers = read_peers([file])
+    assert len(peers) == 150_000
+    path = tmp_path / "areas.csv"
+    path.write_text(AREA_CSV)
+    warehouse(con, universe=pd.concat([stays("F1", "871", 30), stays("F1", "872", 5)], ignore_index=True))
+    flags.build_flags(con, peers=peers, target_areas_path=path)
+    row = con.execute("SELECT * FROM facility_target_areas").df().iloc[0]
+    assert (row["peers"], row["peers_incomplete"]) == (3000, 0)
+    assert (row["peer_p20"], row["peer_p80"]) == (pytest.approx(40.0), pytest.approx(60.0))
+    assert row["p0"] == pytest.approx(0.5) and row["tau2"] == pytest.approx(9001 / 1_199_600)
+    assert row["outlier"] == "high"

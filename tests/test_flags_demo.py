@@ -1,7 +1,9 @@
 """Acceptance of the upcoding flags on demo data.
 
 - Planted patterns (DemoConfig default): coder C07 (an MCC over-coder) is flagged by the coder rule and
-  facility F003 (a septicemia outlier) by the septicemia target area.
+  facility F003 (a septicemia outlier) by the septicemia target area, and nothing else is, both against the
+  demo's own facilities and against New York's Medicare hospitals (CMS DY2022 "by Provider and Service",
+  ../shared/reference; skipped without it): the demo's case mix is Medicare's (audits/demo/case_mix.py).
 - No planted pattern (`plant_patterns=False`): no coder flag and no facility flag in at least 19 of
   20 seeds. Default suite: 5 seeds of 2,000 claims / 300 audited (at most one seed with a flag, the
   same 95% bar); the 20-seed version at 5,000 / 800 is marked slow. The seeds (SEED_BLOCK, from 9001)
@@ -14,6 +16,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -23,9 +26,21 @@ from audits import compare, flags
 from audits.demo.generate import DemoConfig, generate_demo
 from audits.revenue.grouping import MsdrgAdapter
 from audits.ingest.loading import load
+from audits.ingest.peers import read_peers
 from audits.revenue.pricing import load_rate_config
 from audits.ingest.readers import InputFiles
 from audits.revenue.regroup import build_regroup
+
+
+NY_PEERS = (Path(__file__).resolve().parents[2] / "shared" / "reference"
+            / "cms_medicare_inpatient_by_provider_and_service_dy2022_ny.csv")
+needs_ny_peers = pytest.mark.skipif(not NY_PEERS.exists(), reason="CMS New York peers file not available")
+PLANTED = {"coder:coder_overpaid_share:C07", "facility:target_area_outlier:F003:septicemia"}
+
+
+def _entity_flag_ids(con) -> set[str]:
+    return {r[0] for r in con.execute("SELECT flag_id FROM upcoding_flags WHERE level IN ('coder', 'facility')"
+                                      ).fetchall()}
 
 
 def _warehouse(out_dir, config: DemoConfig) -> duckdb.DuckDBPyConnection:
@@ -61,7 +76,29 @@ def test_planted_septicemia_facility_is_flagged(planted):
     row = con.execute("SELECT * FROM facility_target_areas WHERE facility_id = 'F003' "
                       "AND target_area = 'septicemia'").df().iloc[0]
     assert row["outlier"] == "high" and row["percent"] >= row["peer_p80"] and not row["suppressed"]
-    assert row["flagged"] and row["q_value"] < 0.001
+    assert row["flagged"] and row["q_value"] < flags.Q_THRESHOLD
+
+
+def test_only_the_planted_coder_and_facility_are_flagged(planted):
+    con, _ = planted
+    assert _entity_flag_ids(con) == PLANTED
+
+
+@needs_ny_peers
+def test_against_new_york_peers_only_the_planted_patterns_are_flagged(planted):
+    """Against 131 real New York hospitals (suppressed cells, so a peer counts for an area only where it
+    reports every cell), the demo facilities' case mix is Medicare's: none is an outlier that significant,
+    except F003's planted septicemia share (about 92% of the area; New York's pooled rate is 61.9%, its
+    7 complete hospitals 45-70%)."""
+    con, _ = planted
+    flags.build_flags(con, peers=read_peers([NY_PEERS]))
+    try:
+        assert _entity_flag_ids(con) == PLANTED
+        row = con.execute("SELECT * FROM facility_target_areas WHERE facility_id = 'F003' "
+                          "AND target_area = 'septicemia'").df().iloc[0]
+        assert row["peers"] == 7 and row["p0"] == pytest.approx(0.619, abs=0.001) and row["percent"] > 85
+    finally:
+        flags.build_flags(con)
 
 
 def test_evidence_lists_claims_and_exposure_is_their_overpaid_sum(planted):

@@ -8,6 +8,16 @@
 
 How the data is made (the "why" a reader of the demo reports may ask about):
 
+- Case mix as in Medicare (`audits/demo/case_mix.py`, figures in `audits/data/demo_case_mix.csv`): for
+  each medical DRG family the scenarios group to (sepsis 871-872, heart failure 291-293, pneumonia 193-195
+  and 177-179, COPD 190-192, AMI 280-282, stroke 064-066, ...), the share of each severity member (WITH
+  MCC / WITH CC / WITHOUT) is New York's Medicare DY2022 share, and the scenario volumes put the target
+  areas septicemia, respiratory infections and simple pneumonia at New York's pooled rates. Each facility
+  draws its own shares around them with `facility_spread` (0.35) times the SD between New York's hospitals
+  (Spiegelhalter's tau2): the demo's facilities are one health system (one coding department, one CDI
+  programme), and at New York's full spread four peers cannot estimate tau2, so the flags' own-peer test
+  flagged 6 of 40 clean demos (seeds 30000-30039; 2 of 40 at 0.5, 0 at 0.35). A clean facility thus sits
+  inside real peers' spread and near the other demo facilities.
 - Clinical scenarios (sepsis, heart failure, pneumonia, COPD, AMI, stroke, UTI, AKI, GI bleed, diabetes,
   hip fracture, joint replacement, appendicitis, cholecystitis, cellulitis, syncope/chest pain, atrial
   fibrillation, pulmonary embolism) and their code lists live in `audits/data/demo_codes.json`. Every
@@ -30,13 +40,16 @@ How the data is made (the "why" a reader of the demo reports may ask about):
 
 Planted patterns (`DemoConfig.plant_patterns=True`, the default), for the compliance report to find:
 
-- Coder C07 over-codes MCCs: 45% of C07's claims carry an extra, unsupported MCC (E43 severe
-  malnutrition, J96.01 acute respiratory failure, G93.41 metabolic encephalopathy or I21.A1 type 2
-  MI) coded as present on admission; the audit deletes every one of them. Measured over 3,000
-  audited claims with the default ErrorRates: about 44% of C07's audited claims lose an MCC on
-  audit against 2% for the other coders, and 35% of C07's are overpaid against 4%.
-- Facility F003 is a septicemia outlier: its share of principal-sepsis claims (DRGs 870-872) is
-  about 2.5 times that of the other facilities (PEPPER target area "septicemia").
+- Coder C07 over-codes MCCs where they pay: 80% of C07's claims that have no MCC get an extra,
+  unsupported one (E43 severe malnutrition, J96.01 acute respiratory failure, G93.41 metabolic
+  encephalopathy or I21.A1 type 2 MI) coded as present on admission; the audit deletes every one of them.
+- Facility F003 is a septicemia outlier: it codes 7 times as many septicemia stays (DRGs 870-872) per
+  pneumonia or UTI stay as its case mix would give, so septicemia is about 92% of the PEPPER target area
+  "septicemia" (870-872 over 870-872, 193-195, 207-208, 689-690) against Medicare's 62% in New York
+  (whose complete hospitals range 45-70%): about 3.5 between-hospital SDs above the mean, as extreme as
+  the single most sepsis-heavy of ~3,000 US hospitals would be if they spread as New York's do, a real
+  pattern (sepsis coding on pneumonia and UTI admissions is an OIG and RAC target) at its plausible edge.
+  Its septicemia volume keeps no random spread of its own, so the pattern's size is this factor.
 
 With `plant_patterns=False` every coder and facility draws from the same distributions (coders still
 work mostly at a home facility; facilities differ only in size). A pattern whose coder or facility
@@ -61,6 +74,7 @@ import pyarrow as pa
 
 from audits.codes import drg_version
 from audits.contract import DX_COLUMNS, MAX_POSITIONS, POA_COLUMNS, PX_COLUMNS
+from audits.demo.case_mix import CaseMix, addition_pools, fit_severity, option_profiles
 from audits.revenue.weights import drg_family
 
 __all__ = ["ErrorRates", "DemoConfig", "generate_demo", "load_catalogue", "catalogue_codes",
@@ -95,14 +109,15 @@ class DemoConfig:
     n_coders: int = 12
     errors: ErrorRates = field(default_factory=ErrorRates)
     plant_patterns: bool = True   # False = no planted over-coder / septicemia outlier
+    facility_spread: float = 0.35  # facilities' spread around Medicare's case mix, x New York hospitals' SD
     billed_drg_mismatch_rate: float = 0.01
 
 
 # Planted patterns.
 OVERCODER = "C07"
-OVERCODER_RATE = 0.45          # share of the over-coder's claims carrying an unsupported MCC
+OVERCODER_RATE = 0.8           # share of the over-coder's claims without an MCC that get an unsupported one
 SEPSIS_OUTLIER = "F003"
-SEPSIS_OUTLIER_FACTOR = 3.0    # scenario weight multiplier; ~2.5x the others' share of DRGs 870-872
+SEPSIS_OUTLIER_FACTOR = 7.0    # sepsis volume multiplier at F003: septicemia ~92% of the area vs Medicare's 62%
 
 _BLOCK = 10_000                # claims per generator block (output does not depend on chunk_size)
 _HOME_CODER_SHARE = 0.75       # share of a facility's claims coded by its own coders
@@ -198,6 +213,12 @@ def _severities(codes: tuple[str, ...], version: int) -> dict[str, str]:
     return out
 
 
+@lru_cache(maxsize=2)
+def _compiled(fiscal_year: int) -> "_Compiled":
+    """One read-only compiled catalogue per fiscal year and process (it asks the grouper ~1,000 questions)."""
+    return _Compiled(fiscal_year)
+
+
 class _Compiled:
     """The catalogue as integer arrays: code ids index `dx_codes` / `px_codes` (id 0 = empty)."""
 
@@ -243,6 +264,10 @@ class _Compiled:
         self.late = np.array([False] + [c[0] in "ZWYV" for c in dx])
 
         self.scenarios = [self._scenario(sc) for sc in cat["scenarios"]]
+        # Medicare case mix (audits/demo/case_mix.py): each option's bare DRG, codes' severity under it.
+        self.profiles = option_profiles(self.scenarios, self.dx_codes, self.px_codes,
+                                        drg_version(dt.date(fiscal_year - 1, 10, 1)), fiscal_year)
+        self.additions = [addition_pools(sc, prof) for sc, prof in zip(self.scenarios, self.profiles)]
         self.status_profiles = {
             name: (np.array(list(p.keys()), dtype=object), np.cumsum(list(p.values())) / sum(p.values()))
             for name, p in cat["status_profiles"].items()
@@ -275,8 +300,10 @@ class _Compiled:
         w = np.array([p["w"] for p in prin], dtype=float)
         groups = []
         pool: dict[int, None] = {}
+        span = [-1] * att_w   # the group each candidate column comes from (-1: coded with the principal)
         for name, prob in sc["secondary"].items():
             mat, cum = self._matrix(self.cat["groups"][name], self.dx_id)
+            span += [len(groups)] * mat.shape[1]
             groups.append((float(prob), mat, cum))
             for c in mat.ravel():
                 if c:
@@ -286,7 +313,7 @@ class _Compiled:
             "name": sc["name"], "service_line": sc["service_line"], "weight": float(sc["weight"]),
             "age": sc["age"], "female": float(sc["female"]), "los": sc["los"], "status": sc["status"],
             "pdx": pdx, "att": att, "ppx": ppx, "pcum": np.cumsum(w) / w.sum(),
-            "groups": groups, "proc_groups": proc_groups,
+            "groups": groups, "span": np.array(span, dtype=np.int32), "proc_groups": proc_groups,
             "alt": [self.dx_id[c] for c in sc["alt_principal"]],
             "added_pool": [c for c in pool if self.dx_codes[c][0] not in "WY"],
             "surgical": bool(ppx.any()),
@@ -381,7 +408,7 @@ class _Setup:
 
     def __init__(self, config: DemoConfig):
         self.config = config
-        self.comp = _Compiled(config.fiscal_year)
+        self.comp = _compiled(config.fiscal_year)
         nf, nc = config.n_facilities, config.n_coders
         if nf < 1 or nc < 1:
             raise ValueError("n_facilities and n_coders must be at least 1")
@@ -391,18 +418,18 @@ class _Setup:
         size = np.linspace(1.5, 0.7, nf) if nf > 1 else np.ones(1)
         self.fac_cum = np.cumsum(size) / size.sum()
         self.home = [np.array([c for c in range(nc) if c % nf == f], dtype=np.int32) for f in range(nf)]
-        base = np.array([s["weight"] for s in self.comp.scenarios])
-        weights = np.tile(base, (nf, 1))
         self.sepsis_index = next(i for i, s in enumerate(self.comp.scenarios) if s["name"] == "sepsis")
         self.plant_facility = -1
         self.plant_coder = -1
+        boost = {}
         if config.plant_patterns:
             if SEPSIS_OUTLIER in self.facilities:
                 self.plant_facility = int(np.flatnonzero(self.facilities == SEPSIS_OUTLIER)[0])
-                weights[self.plant_facility, self.sepsis_index] *= SEPSIS_OUTLIER_FACTOR
+                boost[(self.plant_facility, self.sepsis_index)] = SEPSIS_OUTLIER_FACTOR
             if OVERCODER in self.coders:
                 self.plant_coder = int(np.flatnonzero(self.coders == OVERCODER)[0])
-        self.scen_cum = np.cumsum(weights, axis=1) / weights.sum(axis=1, keepdims=True)
+        self.mix = CaseMix(self.comp.scenarios, self.comp.profiles, config.fiscal_year, nf,
+                           np.random.default_rng([config.seed, 4]), config.facility_spread, boost)
         start = dt.date(config.fiscal_year - 1, 10, 1)
         self.fy_start = np.datetime64(start, "D")
         self.n_days = (dt.date(config.fiscal_year, 10, 1) - start).days
@@ -459,10 +486,13 @@ def _dedup(keys: np.ndarray, valid: np.ndarray, first_key: np.ndarray | None) ->
     return kept
 
 
-def _scenario_codes(setup: _Setup, s: int, m: int, plant: np.ndarray, rng: np.random.Generator):
-    """Codes of m claims of scenario s: (dx ids, poa, px ids, planted id), each (m, 25)."""
+def _scenario_codes(setup: _Setup, s: int, k: np.ndarray, facility: np.ndarray, plant: np.ndarray,
+                    rng: np.random.Generator):
+    """Codes of the claims of scenario s with principal options k at facilities `facility`: (dx ids, poa,
+    px ids, planted id), each (m, 25). Secondaries fit the facility's Medicare case mix (demo_case_mix)."""
     comp, sc = setup.comp, setup.comp.scenarios[s]
-    k = _draw(sc["pcum"], rng.random(m))
+    m = len(k)
+    k, floor, cap = setup.mix.targets(s, k, facility, rng)
     pdx = sc["pdx"][k]
     cols = [sc["att"][k]]
     for prob, mat, cum in sc["groups"]:
@@ -473,9 +503,14 @@ def _scenario_codes(setup: _Setup, s: int, m: int, plant: np.ndarray, rng: np.ra
     n_att = sc["att"].shape[1]
     keys = comp.key[cand]
     kept = _dedup(keys, cand > 0, comp.key[pdx])
+    cand, kept = fit_severity(cand, kept, sc["span"], comp.profiles[s], k, floor, cap,
+                              comp.additions[s], comp.key, comp.key[pdx], rng)
+    keys = comp.key[cand]
 
-    # The over-coder's unsupported MCC: the first of the list (from a random start) that fits.
+    # The over-coder's unsupported MCC, on claims without one (where it pays): the first of the list (from a
+    # random start) that fits.
     planted = np.zeros(m, dtype=np.int32)
+    plant = plant & (np.where(kept, comp.profiles[s]["severity"][k[:, None], cand], 0).max(axis=1) < 2)
     if plant.any():
         rows = np.flatnonzero(plant)
         nov = len(comp.overcoded)
@@ -544,10 +579,11 @@ def _make_block(setup: _Setup, b: int, start: int, n: int) -> _Block:
         if len(home) and rows.any():
             coder[rows] = home[(pick[rows] * len(home)).astype(np.int32)]
     u = rng.random(n)
-    scenario = np.zeros(n, dtype=np.int32)
+    pick = np.zeros(n, dtype=np.int32)
     for f in range(len(setup.facilities)):
         rows = facility == f
-        scenario[rows] = _draw(setup.scen_cum[f], u[rows])
+        pick[rows] = _draw(setup.mix.option_cum[f], u[rows])
+    scenario, option = setup.mix.scenario[pick], setup.mix.option[pick]
     plant = np.zeros(n, dtype=bool)
     if setup.plant_coder >= 0:
         plant = (coder == setup.plant_coder) & (rng.random(n) < OVERCODER_RATE)
@@ -561,7 +597,7 @@ def _make_block(setup: _Setup, b: int, start: int, n: int) -> _Block:
         rows = np.flatnonzero(scenario == s)
         if not len(rows):
             continue
-        d, p, x, pl = _scenario_codes(setup, s, len(rows), plant[rows], rng)
+        d, p, x, pl = _scenario_codes(setup, s, option[rows], facility[rows], plant[rows], rng)
         dx[rows], poa[rows], px[rows], planted[rows] = d, p, x, pl
         codes, cum = comp.status_profiles[sc["status"]]
         status[rows] = codes[_draw(cum, rng.random(len(rows)))]
