@@ -87,7 +87,8 @@ def derive(peers: pd.DataFrame) -> pd.DataFrame:
 def compare_demo(peers: pd.DataFrame, seed: int, claims: int) -> dict:
     import duckdb
 
-    from audits.demo.generate import DemoConfig, generate_demo
+    from audits.demo.config import DemoConfig
+    from audits.demo.generate import generate_demo
     from audits.ingest.readers import InputFiles
     from audits.ingest.loading import load
 

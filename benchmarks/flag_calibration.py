@@ -38,7 +38,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audits import compare, flags  # noqa: E402
-from audits.demo.generate import DemoConfig, generate_demo  # noqa: E402
+from audits.demo.config import DemoConfig
+from audits.demo.generate import generate_demo  # noqa: E402
 from audits.revenue.grouping import MsdrgAdapter  # noqa: E402
 from audits.ingest.loading import load  # noqa: E402
 from audits.ingest.peers import read_peers  # noqa: E402

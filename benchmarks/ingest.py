@@ -26,7 +26,8 @@ STAGE = textwrap.dedent("""
     stage, out, n, sample = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     figures = {}
     if stage == "generate":
-        from audits.demo.generate import DemoConfig, generate_demo
+        from audits.demo.config import DemoConfig
+        from audits.demo.generate import generate_demo
         generate_demo(out, DemoConfig(n_claims=n, audit_sample=sample))
     elif stage == "load":
         import duckdb

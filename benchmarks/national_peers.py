@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 
     import flag_calibration
     from audits import flags
-    from audits.demo.generate import DemoConfig
+    from audits.demo.config import DemoConfig
     from audits.ingest.peers import read_peers
 
     out: dict = {"hospitals": args.hospitals}

@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", default="tuva,cms,x12,fhir")
     parser.add_argument("--stage-only", action="store_true", help="skip the full load timing")
     args = parser.parse_args(argv)
-    from audits.demo.generate import DemoConfig, generate_demo
+    from audits.demo.config import DemoConfig
+    from audits.demo.generate import generate_demo
 
     out = args.keep or Path(tempfile.mkdtemp(prefix="bench_readers_"))
     out.mkdir(parents=True, exist_ok=True)

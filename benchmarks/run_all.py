@@ -113,7 +113,8 @@ def main() -> None:
     args = parser.parse_args()
     out = args.keep or Path(tempfile.mkdtemp(prefix="coding-audit-run-"))
     try:
-        from audits.demo.generate import DemoConfig, generate_demo
+        from audits.demo.config import DemoConfig
+        from audits.demo.generate import generate_demo
 
         started = time.perf_counter()
         if args.input:

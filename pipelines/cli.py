@@ -248,7 +248,8 @@ def run_audit(files, workdir: Path, period: str | None, max_rejected_share: floa
 
 
 def _generate(args, out: Path, fmt: str = "csv") -> dict:
-    from audits.demo.generate import DemoConfig, generate_demo
+    from audits.demo.config import DemoConfig
+    from audits.demo.generate import generate_demo
 
     config = DemoConfig(n_claims=args.n_claims, audit_sample=args.audit_sample, seed=args.seed,
                         plant_patterns=not args.no_planted_patterns)

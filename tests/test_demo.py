@@ -15,8 +15,9 @@ import pytest
 from audits.codes import ICD10CM_PATTERN, ICD10PCS_PATTERN, drg_version
 from audits.contract import (CLAIM_HEADER_COLUMNS, DISCHARGE_STATUS_VALUES, DX_COLUMNS, POA_COLUMNS,
                              PX_COLUMNS)
-from audits.demo.generate import (DemoConfig, ErrorRates, catalogue_codes, generate_demo, load_catalogue,
-                         principal_codes)
+from audits.demo.config import DemoConfig, ErrorRates
+from audits.demo.catalogue import catalogue_codes, load_catalogue, principal_codes
+from audits.demo.generate import generate_demo
 
 N = 25
 CLAIM_COLUMNS = list(CLAIM_HEADER_COLUMNS) + list(DX_COLUMNS) + list(POA_COLUMNS) + list(PX_COLUMNS)

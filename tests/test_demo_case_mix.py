@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audits.demo.generate import DemoConfig, generate_demo
+from audits.demo.config import DemoConfig
+from audits.demo.generate import generate_demo
 from audits.demo.case_mix import _cumulative, load_case_mix, severity_bounds
 
 

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from audits import compare
-from audits.demo.generate import DemoConfig, ErrorRates, generate_demo
+from audits.demo.config import DemoConfig, ErrorRates
+from audits.demo.generate import generate_demo
 from audits.ingest.loading import load
 from audits.ingest.readers import InputFiles
 

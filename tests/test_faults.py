@@ -27,7 +27,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from audits.demo.generate import DemoConfig, generate_demo
+from audits.demo.config import DemoConfig
+from audits.demo.generate import generate_demo
 from tests.helpers import good_claims, good_reviews, write_wide
 from tests.test_bad_input import cli, fingerprint, run_args
 

@@ -23,7 +23,8 @@ import pandas as pd
 import pytest
 
 from audits import compare, flags
-from audits.demo.generate import DemoConfig, generate_demo
+from audits.demo.config import DemoConfig
+from audits.demo.generate import generate_demo
 from audits.revenue.grouping import MsdrgAdapter
 from audits.ingest.loading import load
 from audits.ingest.peers import read_peers

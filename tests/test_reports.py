@@ -268,7 +268,8 @@ def _synthetic_flag_tables(con: duckdb.DuckDBPyConnection, period: str) -> dict:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """The real pipeline on a small demo with a script note, a formula payer and patient ids planted."""
-    from audits.demo.generate import DemoConfig, generate_demo
+    from audits.demo.config import DemoConfig
+    from audits.demo.generate import generate_demo
     from pipelines.cli import main
 
     root = tmp_path_factory.mktemp("reports_run")

@@ -203,7 +203,8 @@ def open_page(tools: DevTools, path: Path, screenshot: Path, expected_figures: i
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory) -> Path:
     """The real pipeline on a small demo (600 claims, 120 audited), every review note set to a script tag."""
-    from audits.demo.generate import DemoConfig, generate_demo
+    from audits.demo.config import DemoConfig
+    from audits.demo.generate import generate_demo
     from pipelines.cli import main
 
     root = tmp_path_factory.mktemp("browser_reports")
