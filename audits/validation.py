@@ -134,7 +134,7 @@ def check_distinct(con: duckdb.DuckDBPyConnection, table: str, checks: list[Dist
                     f"FROM (SELECT DISTINCT {keys} FROM {table} {where})")
         frames.append(frame_table)
         frame = con.execute(f"SELECT * FROM {frame_table}").df()
-        found = run_expectations(f"{table}_{check.name}", frame, check.rules, ["_key"])
+        found = run_expectations(check.name, frame, check.rules, ["_key"])
         if found.empty:
             continue
         ranks = {(rule.rule, rule.column, rule.reason): n for n, rule in enumerate(check.rules)}
