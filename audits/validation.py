@@ -288,7 +288,7 @@ def _code_row_checks(layout_long: bool) -> list[tuple[DistinctCheck, str, str]]:
 
 
 def _validate_code_rows(con: duckdb.DuckDBPyConnection, entity: str, layout_long: bool) -> pd.DataFrame:
-    out = [check_distinct(con, f"v_{entity}_codes", [check],
+    out = [check_distinct(con, f"v_{entity}_codes" if "has_header" in check.keys else f"v_{entity}_code_rows", [check],
                           f'c._source_file, c._source_row, c.claim_id, {column} AS "column", f.rule, '
                           f"{value} AS value, f.reason", "c._source_file, c._source_row")
            for check, column, value in _code_row_checks(layout_long)]
@@ -297,21 +297,31 @@ def _validate_code_rows(con: duckdb.DuckDBPyConnection, entity: str, layout_long
     return pd.concat(out, ignore_index=True)[columns] if out else pd.DataFrame(columns=columns)
 
 
+# Layouts whose accepted claims cannot repeat a code position: the wide layout has one row per
+# claim (a repeated claim_id is rejected) and the long layout's repeated positions are rejected.
+UNIQUE_POSITION_LAYOUTS = ("wide", "long")
+
+
 def validate_load(con: duckdb.DuckDBPyConnection, published_claims: str | None = "claims",
-                  date_format: str | None = None, warnings: list | None = None) -> pd.DataFrame:
+                  date_format: str | None = None, warnings: list | None = None,
+                  layouts: dict[str, str] | None = None) -> pd.DataFrame:
     """Validate the staged load; create TEMP tables `ok_claims`, `ok_reviews`, `ok_codes` (typed,
     normalised, accepted) and return the rejections (one row per failed rule and row). Slash dates
     are read as each file proves or `date_format` says (`audits.dates`); what that resolved is
-    appended to `warnings`."""
+    appended to `warnings`. `layouts` ({entity: layout} as staged) spares the wide and long
+    layouts the de-duplication of code positions other readers' rows may need."""
     orders = {entity: slash_date_orders(con, f"stg_{entity}", columns, date_format, warnings)
               for entity, columns in (("claims", ["admit_date", "discharge_date"]), ("reviews", ["review_date"]))}
-    rejections = [_validate_entity(con, "claims", published_claims, orders["claims"])]
-    rejections.append(_validate_entity(con, "reviews", published_claims, orders["reviews"]))
+    layouts = layouts or {}
+    rejections = [_validate_entity(con, "claims", published_claims, orders["claims"],
+                                   layouts.get("claims") in UNIQUE_POSITION_LAYOUTS)]
+    rejections.append(_validate_entity(con, "reviews", published_claims, orders["reviews"],
+                                       layouts.get("reviews") in UNIQUE_POSITION_LAYOUTS))
     return pd.concat(rejections, ignore_index=True)[REJECTION_COLUMNS]
 
 
 def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_claims: str | None,
-                     orders: dict | None = None) -> pd.DataFrame:
+                     orders: dict | None = None, unique_positions: bool = False) -> pd.DataFrame:
     orders = orders or {}
     codes_tbl = f"stg_{entity}_codes"
     # Codes: normalise, attach the discharge date that decides their validity.
@@ -321,21 +331,27 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
         published = (f"UNION ALL SELECT claim_id, discharge_date FROM {published_claims}"
                      if published_claims else "")
         date_source = (f"(SELECT claim_id, discharge_date FROM ok_claims {published})")
-    # Per claim, not per code row: the MS-DRG version; for claims the date source is the header
-    # file itself, so a claim with a date row has a header row. The code is normalised once.
-    header = ("d.claim_id IS NOT NULL" if entity == "claims" else "h.claim_id IS NOT NULL")
-    header_join = ("" if entity == "claims" else
-                   f"LEFT JOIN (SELECT DISTINCT claim_id FROM stg_{entity}) h USING (claim_id)")
+    # Per claim, not per code row: the discharge date and MS-DRG version (one small table); for
+    # claims the date source is the header file itself, so a claim with a date row has a header
+    # row. The code rows themselves are a view (normalised as read): the ~10 code rows per claim
+    # are scanned a few times rather than copied.
+    header = ("d.claim_id IS NOT NULL" if entity == "claims" else
+              f"coalesce(c.claim_id IN (SELECT claim_id FROM stg_{entity}), false)")
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE v_{entity}_codes AS
+        CREATE OR REPLACE TEMP TABLE {entity}_code_dates AS
+        SELECT claim_id, discharge_date, {drg_version_sql('discharge_date')} AS drg_version
+        FROM (SELECT DISTINCT ON (claim_id) claim_id, discharge_date FROM {date_source})""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW v_{entity}_codes AS
         SELECT c.* EXCLUDE (code), c.code, {normalise_poa_sql('c.poa_raw')} AS poa,
-               c.position AS position_t, d.discharge_date, d.drg_version,
-               {header} AS has_header
+               c.position AS position_t, d.discharge_date, d.drg_version, {header} AS has_header
         FROM (SELECT *, {normalise_code_sql('code_raw')} AS code FROM {codes_tbl}) c
-        LEFT JOIN (SELECT claim_id, discharge_date, {drg_version_sql('discharge_date')} AS drg_version
-                   FROM (SELECT DISTINCT ON (claim_id) claim_id, discharge_date FROM {date_source})) d
-            USING (claim_id)
-        {header_join}
+        LEFT JOIN {entity}_code_dates d USING (claim_id)
+        WHERE c.code IS NOT NULL OR c.position IS NULL""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW v_{entity}_code_rows AS
+        SELECT c.* EXCLUDE (code), c.code, {normalise_poa_sql('c.poa_raw')} AS poa, c.position AS position_t
+        FROM (SELECT *, {normalise_code_sql('code_raw')} AS code FROM {codes_tbl}) c
         WHERE c.code IS NOT NULL OR c.position IS NULL""")
     code_failures = _validate_codes(con, entity)
     layout_long = bool(con.execute(
@@ -357,7 +373,7 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                    {drg_sql('billed_drg')} AS billed_drg_n,
                    s.claim_id IS NULL OR p.claim_id IS NOT NULL AS has_principal_dx
             FROM stg_claims s
-            LEFT JOIN (SELECT DISTINCT claim_id FROM v_claims_codes WHERE kind = 'dx' AND position_t = 1) p
+            LEFT JOIN (SELECT DISTINCT claim_id FROM v_claims_code_rows WHERE kind = 'dx' AND position_t = 1) p
                 USING (claim_id)""")
     else:
         known = "SELECT claim_id FROM ok_claims"
@@ -375,7 +391,7 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                        AND s.claim_id NOT IN (SELECT claim_id FROM {published_claims or 'ok_claims'}) AS claim_rejected,
                    s.claim_id IS NULL OR p.claim_id IS NOT NULL AS has_principal_dx
             FROM stg_reviews s
-            LEFT JOIN (SELECT DISTINCT claim_id FROM v_reviews_codes WHERE kind = 'dx' AND position_t = 1) p
+            LEFT JOIN (SELECT DISTINCT claim_id FROM v_reviews_code_rows WHERE kind = 'dx' AND position_t = 1) p
                 USING (claim_id)""")
     # The rejected value is the row's own text in the rule's column (none for dx1: codes are apart).
     staged = [r[0] for r in con.execute(f"DESCRIBE stg_{entity}").fetchall()]
@@ -395,7 +411,6 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
     failures.insert(0, "entity", entity)
     failures = failures.rename(columns={"_source_file": "source_file", "_source_row": "row"})
     con.register("failed_now", failures[["claim_id"]].dropna().drop_duplicates())
-    rejected_ids = "SELECT claim_id FROM failed_now"
     if entity == "claims":
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE ok_claims AS
@@ -404,21 +419,20 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                    age_t AS age, sex_n AS sex, payer, coder_id, service_line, billed_drg_n AS billed_drg,
                    {drg_version_sql('discharge_date_t')} AS drg_version,
                    _source_file AS source_file, _source_row AS source_row, extra_columns
-            FROM v_claims WHERE claim_id IS NOT NULL AND claim_id NOT IN ({rejected_ids})""")
+            FROM v_claims ANTI JOIN failed_now USING (claim_id) WHERE claim_id IS NOT NULL""")
     else:
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE ok_reviews AS
             SELECT claim_id, reviewer_id, review_date_t AS review_date, discharge_status_n AS discharge_status,
                    reviewer_drg_n AS reviewer_drg, notes,
                    _source_file AS source_file, _source_row AS source_row, extra_columns
-            FROM v_reviews WHERE claim_id IS NOT NULL AND claim_id NOT IN ({rejected_ids})""")
+            FROM v_reviews ANTI JOIN failed_now USING (claim_id) WHERE claim_id IS NOT NULL""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE ok_{entity}_codes AS
-        SELECT DISTINCT ON (claim_id, kind, position_t) claim_id, kind, position_t AS position, code,
-               CASE WHEN kind = 'dx' THEN poa END AS poa
-        FROM v_{entity}_codes
-        WHERE claim_id IN (SELECT claim_id FROM ok_{entity}) AND code IS NOT NULL
-        ORDER BY claim_id, kind, position_t""")
+        SELECT {"" if unique_positions else "DISTINCT ON (claim_id, kind, position_t)"}
+               claim_id, kind, position_t AS position, code, CASE WHEN kind = 'dx' THEN poa END AS poa
+        FROM v_{entity}_code_rows SEMI JOIN ok_{entity} USING (claim_id)
+        WHERE code IS NOT NULL""")
     con.unregister("failed_now")
     return failures
 
