@@ -333,8 +333,8 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
         date_source = (f"(SELECT claim_id, discharge_date FROM ok_claims {published})")
     # Per claim, not per code row: the discharge date and MS-DRG version (one small table); for
     # claims the date source is the header file itself, so a claim with a date row has a header
-    # row. The code rows themselves are a view (normalised as read): the ~10 code rows per claim
-    # are scanned a few times rather than copied.
+    # row. The code rows (~10 per claim) are normalised once into a table, without the dates;
+    # `v_<entity>_codes` adds them by a join only where a rule needs them (code validity, header).
     header = ("d.claim_id IS NOT NULL" if entity == "claims" else
               f"coalesce(c.claim_id IN (SELECT claim_id FROM stg_{entity}), false)")
     con.execute(f"""
@@ -342,17 +342,14 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
         SELECT claim_id, discharge_date, {drg_version_sql('discharge_date')} AS drg_version
         FROM (SELECT DISTINCT ON (claim_id) claim_id, discharge_date FROM {date_source})""")
     con.execute(f"""
-        CREATE OR REPLACE TEMP VIEW v_{entity}_codes AS
-        SELECT c.* EXCLUDE (code), c.code, {normalise_poa_sql('c.poa_raw')} AS poa,
-               c.position AS position_t, d.discharge_date, d.drg_version, {header} AS has_header
-        FROM (SELECT *, {normalise_code_sql('code_raw')} AS code FROM {codes_tbl}) c
-        LEFT JOIN {entity}_code_dates d USING (claim_id)
-        WHERE c.code IS NOT NULL OR c.position IS NULL""")
-    con.execute(f"""
-        CREATE OR REPLACE TEMP VIEW v_{entity}_code_rows AS
+        CREATE OR REPLACE TEMP TABLE v_{entity}_code_rows AS
         SELECT c.* EXCLUDE (code), c.code, {normalise_poa_sql('c.poa_raw')} AS poa, c.position AS position_t
         FROM (SELECT *, {normalise_code_sql('code_raw')} AS code FROM {codes_tbl}) c
         WHERE c.code IS NOT NULL OR c.position IS NULL""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW v_{entity}_codes AS
+        SELECT c.*, d.discharge_date, d.drg_version, {header} AS has_header
+        FROM v_{entity}_code_rows c LEFT JOIN {entity}_code_dates d USING (claim_id)""")
     code_failures = _validate_codes(con, entity)
     layout_long = bool(con.execute(
         f"SELECT count(*) FROM {codes_tbl} WHERE _source_column IN ('code', 'position')").fetchall()[0][0])
