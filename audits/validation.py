@@ -1,8 +1,10 @@
 """Row-level validation of a staged load with Great Expectations (GX Core 1.x).
 
-Every rule is a GX expectation run on a pandas batch of the staging tables; rows GX reports as
-unexpected go to quarantine with the rule as the reason, the rest load. Codes are checked once
-per distinct (kind, code, MS-DRG version) and the verdicts joined back set-based.
+Every rule is a GX expectation; rows it finds unexpected go to quarantine with the rule as the
+reason, the rest load. GX runs on small pandas frames of distinct values, never on a batch of
+every row (`check_distinct`): codes once per distinct (kind, code, MS-DRG version), header values
+once per distinct raw value, and the rules that are per row by nature on per-row verdicts
+computed in DuckDB SQL. Failing values are joined back to their rows set-based.
 """
 
 from __future__ import annotations
