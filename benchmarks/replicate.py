@@ -2,8 +2,11 @@
 
 The generator groups every claim it writes (about 3k claims/s here), so a 9M-claim year takes most
 of an hour; the benchmarks only need realistic rows at that volume. This writes `--copies` copies
-of DIR/claims.csv (copy k's claim_id gets the suffix `-k`; copy 0 is the file itself, so the
-reviews still match) with DuckDB, streamed, and copies reviews.csv alongside.
+of DIR/claims.csv (copy k's claim_id gets the prefix `Rk-`; copy 0 is the file itself, so the
+reviews still match) with DuckDB, streamed, and copies reviews.csv alongside. A prefix, not a
+suffix: each copy is then its own run of claim_ids, so the universe regroup's chunks and batches
+hold one copy each, as many distinct claims as the original (the grouper groups each distinct
+code set of a batch once; adjacent copies would make it look several times faster).
 
     .venv/bin/python benchmarks/replicate.py --source DIR --copies 9 --out DIR9
 """
@@ -25,9 +28,9 @@ def replicate(source: Path, copies: int, out: Path) -> dict[str, Path]:
     with open(out / "claims.csv", "wb") as whole:
         for k in range(copies):
             part = out / f".claims-{k}.csv"
-            suffix = "" if k == 0 else f"-{k}"
+            prefix = "" if k == 0 else f"R{k}-"
             con.execute(f"""
-                COPY (SELECT * REPLACE (claim_id || '{suffix}' AS claim_id)
+                COPY (SELECT * REPLACE ('{prefix}' || claim_id AS claim_id)
                       FROM read_csv('{claims}', header=true, all_varchar=true))
                 TO '{str(part).replace("'", "''")}' (HEADER {'true' if k == 0 else 'false'}, DELIMITER ',')""")
             with open(part, "rb") as piece:
