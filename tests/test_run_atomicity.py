@@ -103,7 +103,7 @@ INJECTIONS = [
     ("flags", "assets.flags.build_flags", _fail, "upcoding", "RuntimeError: injected fault"),
     ("summary", "assets.summary.build_summary", _fail, "run_summary", "RuntimeError: injected fault"),
     ("reports", "assets.reports.write_reports", _fail, "reports", "RuntimeError: injected fault"),
-    ("blocking_check", "audits.ingest.quality.run_expectations", _failing_check, None,
+    ("blocking_check", "audits.ingest.quality.check_distinct", _failing_check, None,
      ".gx_published failed"),
 ]
 

@@ -95,7 +95,7 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
                  "AND claim_id NOT IN (SELECT claim_id FROM ok_claims)) AS surviving_claims")
     warnings: list[dict] = []
     rejections = staged.name_user_columns(validate_load(con, published_claims=surviving, date_format=date_format,
-                                                        warnings=warnings))
+                                                        warnings=warnings, layouts=staged.layouts))
     step(2, 4)
     universe_rejections = stage_universe(con, files.universe, date_format, warnings)
     step(3, 4)

@@ -13,8 +13,8 @@ import pandas as pd
 
 from audits.ingest.readers.base import _quote_ident, read_raw, require_columns
 from audits.ingest.dates import accepted_formats, slash_date_orders
-from audits.ingest.validation import (Rule, _gx, discharge_status_sql, drg_sql, parse_date_sql, run_expectations,
-                               whole_number_sql)
+from audits.ingest.validation import (DistinctCheck, Rule, _gx, check_distinct, discharge_status_sql, drg_sql, once,
+                               parse_date_sql, present, whole_number_sql)
 
 UNIVERSE_COLUMNS = ("claim_id", "facility_id", "admit_date", "discharge_date", "discharge_status", "age", "sex",
                     "payer", "coder_id", "service_line", "billed_drg", "stratum")
@@ -38,29 +38,24 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_forma
         con.execute(f"DROP TABLE {raw}")
     orders = slash_date_orders(con, "stg_universe", ["admit_date", "discharge_date"], date_format, warnings)
     e = _gx().expectations
-    rules = [
-        Rule("required_value_missing", "claim_id", "claim_id is required and is blank",
-             lambda: e.ExpectColumnValuesToNotBeNull(column="claim_id")),
-        Rule("duplicate_claim_id", "claim_id", "claim_id appears more than once in the universe",
-             lambda: e.ExpectColumnValuesToBeUnique(column="claim_id")),
-        Rule("invalid_date", "discharge_date", f"discharge_date is not a date (accepted: {accepted_formats(orders)})",
-             lambda: e.ExpectColumnValuesToBeInSet(column="discharge_date_ok", value_set=[True])),
+    checks = [
+        DistinctCheck("rows", {"claim_id": present("claim_id"), "claim_id_once": once("claim_id")}, [
+            Rule("required_value_missing", "claim_id", "claim_id is required and is blank",
+                 lambda: e.ExpectColumnValuesToNotBeNull(column="claim_id")),
+            Rule("duplicate_claim_id", "claim_id", "claim_id appears more than once in the universe",
+                 lambda: e.ExpectColumnValuesToBeInSet(column="claim_id_once", value_set=[True]))]),
+        DistinctCheck("discharge_date", {
+            "_source_file": "_source_file", "discharge_date": "discharge_date",
+            "discharge_date_ok": f"discharge_date IS NULL OR {parse_date_sql('discharge_date', orders)} IS NOT NULL"}, [
+            Rule("invalid_date", "discharge_date",
+                 f"discharge_date is not a date (accepted: {accepted_formats(orders)})",
+                 lambda: e.ExpectColumnValuesToBeInSet(column="discharge_date_ok", value_set=[True]))]),
     ]
-    frame = con.execute(f"""SELECT _source_file, _source_row, claim_id,
-        discharge_date IS NULL OR {parse_date_sql('discharge_date', orders)} IS NOT NULL AS discharge_date_ok
-        FROM stg_universe""").df()
-    failures = run_expectations("universe_rows", frame, rules, ["_source_file", "_source_row"])
     columns = ["entity", "source_file", "row", "claim_id", "column", "rule", "value", "reason"]
-    if failures.empty:
-        rejections = pd.DataFrame(columns=columns)
-    else:
-        con.register("universe_failures", failures)
-        rejections = con.execute("""
-            SELECT 'universe' AS entity, f._source_file AS source_file, f._source_row AS "row", s.claim_id,
-                   f."column", f.rule,
-                   CASE f."column" WHEN 'claim_id' THEN s.claim_id ELSE s.discharge_date END AS value, f.reason
-            FROM universe_failures f JOIN stg_universe s USING (_source_file, _source_row)""").df()
-        con.unregister("universe_failures")
+    rejections = check_distinct(con, "stg_universe", checks, """'universe' AS entity, c._source_file AS source_file,
+        c._source_row AS "row", c.claim_id, f."column", f.rule,
+        CASE f."column" WHEN 'claim_id' THEN c.claim_id ELSE c.discharge_date END AS value, f.reason""",
+                                "c._source_file, c._source_row")
     con.register("universe_rejected", rejections[["source_file", "row"]])
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE ok_universe AS

@@ -1,8 +1,10 @@
 """Row-level validation of a staged load with Great Expectations (GX Core 1.x).
 
-Every rule is a GX expectation run on a pandas batch of the staging tables; rows GX reports as
-unexpected go to quarantine with the rule as the reason, the rest load. Codes are checked once
-per distinct (kind, code, MS-DRG version) and the verdicts joined back set-based.
+Every rule is a GX expectation; rows it finds unexpected go to quarantine with the rule as the
+reason, the rest load. GX runs on small pandas frames of distinct values, never on a batch of
+every row (`check_distinct`): codes once per distinct (kind, code, MS-DRG version), header values
+once per distinct raw value, and the rules that are per row by nature on per-row verdicts
+computed in DuckDB SQL. Failing values are joined back to their rows set-based.
 """
 
 from __future__ import annotations
@@ -108,59 +110,142 @@ def run_expectations(suite_name: str, frame: pd.DataFrame, rules: list[Rule],
     return pd.concat(failures, ignore_index=True)
 
 
-def _header_rules(entity: str, dates: str = accepted_formats()) -> list[Rule]:
+@dataclass(frozen=True)
+class DistinctCheck:
+    """Rules GX runs on the distinct values of `keys` rather than on every row: `keys` maps each
+    column of GX's frame to its SQL over the checked table's rows. A rule that is per row by nature
+    (not null, unique) is given a per-row verdict column (TRUE or NULL, TRUE or FALSE) computed in
+    SQL, so its frame is the few distinct verdicts. Failing values are joined back to the rows."""
+
+    name: str
+    keys: dict[str, str]
+    rules: list[Rule]
+    where: str = ""
+
+
+def check_distinct(con: duckdb.DuckDBPyConnection, table: str, checks: list[DistinctCheck],
+                   row_columns: str, order: str) -> pd.DataFrame:
+    """Run `checks` over `table`; return one row per (failing row, rule): `row_columns` (SQL over
+    the row `c` and the rule `f`: f.rule, f."column", f.reason), in rule order then `order`."""
+    failed, frames = [], []
+    for i, check in enumerate(checks):
+        where = f"WHERE {check.where}" if check.where else ""
+        keys = ", ".join(f'{sql} AS "{name}"' for name, sql in check.keys.items())
+        frame_table = f"distinct_{check.name}_{uuid.uuid4().hex[:8]}"
+        con.execute(f"CREATE TEMP TABLE {frame_table} AS SELECT row_number() OVER () AS _key, * "
+                    f"FROM (SELECT DISTINCT {keys} FROM {table} {where})")
+        frames.append(frame_table)
+        frame = con.execute(f"SELECT * FROM {frame_table}").df()
+        found = run_expectations(check.name, frame, check.rules, ["_key"])
+        if found.empty:
+            continue
+        ranks = {(rule.rule, rule.column, rule.reason): n for n, rule in enumerate(check.rules)}
+        found["_rank"] = [i * 1000 + ranks[key] for key in zip(found["rule"], found["column"], found["reason"])]
+        found["_check"] = i
+        failed.append(found[["_check", "_key", "_rank", "rule", "column", "reason"]])
+    try:
+        if not failed:
+            return con.execute(f"SELECT {row_columns} FROM {table} c, (SELECT NULL AS rule, NULL AS \"column\", "
+                               "NULL AS reason) f LIMIT 0").df()
+        con.register("failed_values", pd.concat(failed, ignore_index=True))
+        names = ", ".join(f"_order_{n}" for n, _ in enumerate(order.split(",")))
+        sorting = ", ".join(f"{sql} AS _order_{n}" for n, sql in enumerate(order.split(",")))
+        parts = []
+        for i, check in enumerate(checks):
+            if not any(int(found["_check"].iloc[0]) == i for found in failed):
+                continue
+            where = f"WHERE {check.where}" if check.where else ""
+            keys = ", ".join(f'{sql} AS "_k_{name}"' for name, sql in check.keys.items())
+            on = " AND ".join(f'v."{name}" IS NOT DISTINCT FROM c."_k_{name}"' for name in check.keys)
+            parts.append(f"""
+                SELECT {row_columns}, f._rank AS _rank, {sorting}
+                FROM (SELECT *, {keys} FROM {table} {where}) c
+                JOIN {frames[i]} v ON {on}
+                JOIN failed_values f ON f._check = {i} AND f._key = v._key""")
+        rows = con.execute(f"SELECT * EXCLUDE (_rank, {names}) FROM ({' UNION ALL '.join(parts)}) "
+                           f"ORDER BY _rank, {names}").df()
+        con.unregister("failed_values")
+        return rows
+    finally:
+        for frame_table in frames:
+            con.execute(f"DROP TABLE IF EXISTS {frame_table}")
+
+
+def present(column: str) -> str:
+    """Per-row verdict for a not-null rule: TRUE where `column` has a value, NULL where not."""
+    return f"({column} IS NOT NULL OR NULL)"
+
+
+def once(column: str) -> str:
+    """Per-row verdict for a unique rule: FALSE where the row's `column` value occurs more than
+    once; NULL where it has none (GX's unique expectation does not compare missing values)."""
+    return f"(CASE WHEN {column} IS NOT NULL THEN count(*) OVER (PARTITION BY {column}) = 1 END)"
+
+
+def _header_checks(entity: str, dates: str = accepted_formats()) -> list[DistinctCheck]:
+    """The header rules, in the order their rejections are listed, each over the distinct values
+    (or per-row verdicts) it needs."""
     e = _gx().expectations
-    rules = []
     required = (["claim_id", "facility_id", "admit_date", "discharge_date", "discharge_status", "age",
                  "sex", "coder_id"] if entity == "claims" else ["claim_id", "reviewer_id", "review_date"])
-    for column in required:
-        rules.append(Rule("required_value_missing", column, f"{column} is required and is blank",
-                          lambda c=column: e.ExpectColumnValuesToNotBeNull(column=c)))
-    rules.append(Rule("principal_dx_missing", "dx1", "dx1 (principal diagnosis) is required and is blank",
-                      lambda: e.ExpectColumnValuesToBeInSet(column="has_principal_dx", value_set=[True])))
+    rows = [Rule("required_value_missing", column, f"{column} is required and is blank",
+                 lambda c=column: e.ExpectColumnValuesToNotBeNull(column=c)) for column in required]
+    rows.append(Rule("principal_dx_missing", "dx1", "dx1 (principal diagnosis) is required and is blank",
+                     lambda: e.ExpectColumnValuesToBeInSet(column="has_principal_dx", value_set=[True])))
     if entity == "claims":
-        rules += [
-            Rule("duplicate_claim_id", "claim_id", "claim_id appears more than once in this load",
-                 lambda: e.ExpectColumnValuesToBeUnique(column="claim_id")),
-            Rule("invalid_date", "admit_date", f"admit_date is not a date (accepted: {dates})",
-                 lambda: e.ExpectColumnValuesToBeInSet(column="admit_date_ok", value_set=[True])),
-            Rule("invalid_date", "discharge_date", f"discharge_date is not a date (accepted: {dates})",
-                 lambda: e.ExpectColumnValuesToBeInSet(column="discharge_date_ok", value_set=[True])),
-            Rule("discharge_before_admit", "discharge_date", "discharge_date is before admit_date",
-                 lambda: e.ExpectColumnPairValuesAToBeGreaterThanB(
-                     column_A="discharge_date_t", column_B="admit_date_t", or_equal=True,
-                     ignore_row_if="either_value_is_missing")),
-            Rule("invalid_age", "age", f"age is not a whole number of years",
-                 lambda: e.ExpectColumnValuesToBeInSet(column="age_ok", value_set=[True])),
-            Rule("age_out_of_range", "age", f"age is outside {AGE_MIN}-{AGE_MAX}",
-                 lambda: e.ExpectColumnValuesToBeBetween(column="age_t", min_value=AGE_MIN,
-                                                         max_value=AGE_MAX)),
-            Rule("invalid_sex", "sex", "sex must be M, F or U",
-                 lambda: e.ExpectColumnValuesToBeInSet(column="sex_n", value_set=list(SEX_VALUES))),
-            Rule("invalid_discharge_status", "discharge_status",
-                 "discharge_status is not a UB-04 patient status code",
-                 lambda: e.ExpectColumnValuesToBeInSet(column="discharge_status_n",
-                                                       value_set=list(DISCHARGE_STATUS_VALUES))),
-            Rule("invalid_billed_drg", "billed_drg", "billed_drg is not a 3-digit MS-DRG",
-                 lambda: e.ExpectColumnValuesToMatchRegex(column="billed_drg_n", regex=r"^[0-9]{3}$")),
+        rows.append(Rule("duplicate_claim_id", "claim_id", "claim_id appears more than once in this load",
+                         lambda: e.ExpectColumnValuesToBeInSet(column="claim_id_once", value_set=[True])))
+    else:
+        rows.append(Rule("duplicate_review", "claim_id",
+                         "more than one review for this claim in this load (conflicting or repeated)",
+                         lambda: e.ExpectColumnValuesToBeInSet(column="claim_id_once", value_set=[True])))
+    checks = [DistinctCheck("rows", {**{c: present(c) for c in required}, "has_principal_dx": "has_principal_dx",
+                                     "claim_id_once": once("claim_id")}, rows)]
+    status = DistinctCheck("discharge_status", {"discharge_status": "discharge_status",
+                                                "discharge_status_n": "discharge_status_n"}, [
+        Rule("invalid_discharge_status", "discharge_status", "discharge_status is not a UB-04 patient status code",
+             lambda: e.ExpectColumnValuesToBeInSet(column="discharge_status_n",
+                                                   value_set=list(DISCHARGE_STATUS_VALUES)))])
+    if entity == "claims":
+        for column in ("admit_date", "discharge_date"):
+            checks.append(DistinctCheck(column, {"_source_file": "_source_file", column: column,
+                                                 f"{column}_ok": f"{column}_ok"}, [
+                Rule("invalid_date", column, f"{column} is not a date (accepted: {dates})",
+                     lambda c=column: e.ExpectColumnValuesToBeInSet(column=f"{c}_ok", value_set=[True]))]))
+        checks += [
+            DistinctCheck("stay", {"admit_date_t": "admit_date_t", "discharge_date_t": "discharge_date_t"}, [
+                Rule("discharge_before_admit", "discharge_date", "discharge_date is before admit_date",
+                     lambda: e.ExpectColumnPairValuesAToBeGreaterThanB(
+                         column_A="discharge_date_t", column_B="admit_date_t", or_equal=True,
+                         ignore_row_if="either_value_is_missing"))]),
+            DistinctCheck("age", {"age": "age", "age_ok": "age_ok", "age_t": "age_t"}, [
+                Rule("invalid_age", "age", "age is not a whole number of years",
+                     lambda: e.ExpectColumnValuesToBeInSet(column="age_ok", value_set=[True])),
+                Rule("age_out_of_range", "age", f"age is outside {AGE_MIN}-{AGE_MAX}",
+                     lambda: e.ExpectColumnValuesToBeBetween(column="age_t", min_value=AGE_MIN,
+                                                             max_value=AGE_MAX))]),
+            DistinctCheck("sex", {"sex": "sex", "sex_n": "sex_n"}, [
+                Rule("invalid_sex", "sex", "sex must be M, F or U",
+                     lambda: e.ExpectColumnValuesToBeInSet(column="sex_n", value_set=list(SEX_VALUES)))]),
+            status,
+            DistinctCheck("billed_drg", {"billed_drg": "billed_drg", "billed_drg_n": "billed_drg_n"}, [
+                Rule("invalid_billed_drg", "billed_drg", "billed_drg is not a 3-digit MS-DRG",
+                     lambda: e.ExpectColumnValuesToMatchRegex(column="billed_drg_n", regex=r"^[0-9]{3}$"))]),
         ]
     else:
-        rules += [
-            Rule("duplicate_review", "claim_id",
-                 "more than one review for this claim in this load (conflicting or repeated)",
-                 lambda: e.ExpectColumnValuesToBeUnique(column="claim_id")),
-            Rule("invalid_date", "review_date", f"review_date is not a date (accepted: {dates})",
-                 lambda: e.ExpectColumnValuesToBeInSet(column="review_date_ok", value_set=[True])),
-            Rule("invalid_discharge_status", "discharge_status",
-                 "discharge_status is not a UB-04 patient status code",
-                 lambda: e.ExpectColumnValuesToBeInSet(column="discharge_status_n",
-                                                       value_set=list(DISCHARGE_STATUS_VALUES))),
-            Rule("review_without_claim", "claim_id", "no claim with this claim_id was loaded",
-                 lambda: e.ExpectColumnValuesToBeInSet(column="claim_known", value_set=[True])),
-            Rule("claim_rejected", "claim_id", "the claim of this review was rejected in this load",
-                 lambda: e.ExpectColumnValuesToBeInSet(column="claim_rejected", value_set=[False])),
+        checks += [
+            DistinctCheck("review_date", {"_source_file": "_source_file", "review_date": "review_date",
+                                          "review_date_ok": "review_date_ok"}, [
+                Rule("invalid_date", "review_date", f"review_date is not a date (accepted: {dates})",
+                     lambda: e.ExpectColumnValuesToBeInSet(column="review_date_ok", value_set=[True]))]),
+            status,
+            DistinctCheck("claim", {"claim_known": "claim_known", "claim_rejected": "claim_rejected"}, [
+                Rule("review_without_claim", "claim_id", "no claim with this claim_id was loaded",
+                     lambda: e.ExpectColumnValuesToBeInSet(column="claim_known", value_set=[True])),
+                Rule("claim_rejected", "claim_id", "the claim of this review was rejected in this load",
+                     lambda: e.ExpectColumnValuesToBeInSet(column="claim_rejected", value_set=[False]))]),
         ]
-    return rules
+    return checks
 
 
 def _code_rules() -> list[Rule]:
@@ -176,75 +261,69 @@ def _code_rules() -> list[Rule]:
     ]
 
 
-def _code_row_rules() -> dict[str, tuple[list[Rule], list[str], str]]:
-    """Rules over code rows, each run on the distinct values of its key: (rules, key, SQL of the
-    distinct frame). Failing key values are joined back to the rows set-based."""
+def _code_row_checks(layout_long: bool) -> list[tuple[DistinctCheck, str, str]]:
+    """Rules over code rows, each on the distinct values (or per-row verdicts) of its key:
+    (check, the column named in the rejection, the rejected value), both SQL over the row `c`.
+    The wide layout's positions are its column numbers: only POA is checked there."""
     e = _gx().expectations
-    return {
-        "poa": ([Rule("invalid_poa", "poa", "POA must be Y, N, U, W, 1 or blank",
-                      lambda: e.ExpectColumnValuesToBeInSet(column="poa", value_set=list(POA_VALUES))),
-                 ], ["poa"], "SELECT DISTINCT poa FROM v_{entity}_codes WHERE kind = 'dx'"),
-        "position": ([Rule("invalid_position", "position", f"position must be a whole number 1-{MAX_POSITIONS}",
-                           lambda: e.ExpectColumnValuesToBeBetween(column="position_t", min_value=1,
-                                                                   max_value=MAX_POSITIONS)),
-                      Rule("invalid_position", "position", "position is missing or not a whole number",
-                           lambda: e.ExpectColumnValuesToNotBeNull(column="position_t"))],
-                     ["position_t"], "SELECT DISTINCT position_t FROM v_{entity}_codes"),
-        "duplicate": ([Rule("duplicate_position", "position", "two codes at the same position of one claim",
-                            lambda: e.ExpectCompoundColumnsToBeUnique(
-                                column_list=["claim_id", "kind", "position_t"]))],
-                      ["claim_id", "kind", "position_t"],
-                      "SELECT claim_id, kind, position_t FROM v_{entity}_codes WHERE position_t IS NOT NULL"),
-        "header": ([Rule("code_without_claim", "claim_id", "code row for a claim_id not in the header file",
-                         lambda: e.ExpectColumnValuesToBeInSet(column="has_header", value_set=[True]))],
-                   ["claim_id"], "SELECT DISTINCT claim_id, has_header FROM v_{entity}_codes"),
-    }
+    poa = (DistinctCheck("poa", {"poa": "poa"}, [
+        Rule("invalid_poa", "poa", "POA must be Y, N, U, W, 1 or blank",
+             lambda: e.ExpectColumnValuesToBeInSet(column="poa", value_set=list(POA_VALUES)))], "kind = 'dx'"),
+        "'poa'" if layout_long else "'poa' || c.position_t", "c.poa_raw")
+    if not layout_long:
+        return [poa]
+    return [poa,
+            (DistinctCheck("position", {"position_t": "position_t"}, [
+                Rule("invalid_position", "position", f"position must be a whole number 1-{MAX_POSITIONS}",
+                     lambda: e.ExpectColumnValuesToBeBetween(column="position_t", min_value=1,
+                                                             max_value=MAX_POSITIONS)),
+                Rule("invalid_position", "position", "position is missing or not a whole number",
+                     lambda: e.ExpectColumnValuesToNotBeNull(column="position_t"))]), "'position'", "c.position_raw"),
+            (DistinctCheck("duplicate", {"position_once": "count(*) OVER (PARTITION BY claim_id, kind, position_t) = 1"}, [
+                Rule("duplicate_position", "position", "two codes at the same position of one claim",
+                     lambda: e.ExpectColumnValuesToBeInSet(column="position_once", value_set=[True]))],
+                "position_t IS NOT NULL"), "'position'", "c.position_raw"),
+            (DistinctCheck("header", {"has_header": "has_header"}, [
+                Rule("code_without_claim", "claim_id", "code row for a claim_id not in the header file",
+                     lambda: e.ExpectColumnValuesToBeInSet(column="has_header", value_set=[True]))]),
+             "'claim_id'", "c.claim_id")]
 
 
 def _validate_code_rows(con: duckdb.DuckDBPyConnection, entity: str, layout_long: bool) -> pd.DataFrame:
-    out = []
-    for name, (rules, keys, sql) in _code_row_rules().items():
-        if name != "poa" and not layout_long:
-            continue  # the wide layout's positions are its column numbers: nothing to check
-        frame = con.execute(sql.format(entity=entity)).df()
-        failed = run_expectations(f"{entity}_{name}", frame, rules, keys)
-        if failed.empty:
-            continue
-        failed = failed.drop_duplicates(subset=keys + ["rule"])
-        con.register("failed_keys", failed)
-        on = " AND ".join(f"f.{k} IS NOT DISTINCT FROM c.{k}" for k in keys)
-        if name == "poa":
-            column = "'poa'" if layout_long else "'poa' || c.position_t"
-            value = "c.poa_raw"
-        elif name == "header":
-            column, value = "'claim_id'", "c.claim_id"
-        else:
-            column, value = "'position'", "c.position_raw"
-        out.append(con.execute(f"""
-            SELECT c._source_file, c._source_row, c.claim_id, {column} AS "column", f.rule,
-                   {value} AS value, f.reason
-            FROM v_{entity}_codes c JOIN failed_keys f ON {on}
-            {"WHERE c.kind = 'dx'" if name == "poa" else ""}""").df())
-        con.unregister("failed_keys")
+    out = [check_distinct(con, f"v_{entity}_codes" if "has_header" in check.keys else f"v_{entity}_code_rows", [check],
+                          f'c._source_file, c._source_row, c.claim_id, {column} AS "column", f.rule, '
+                          f"{value} AS value, f.reason", "c._source_file, c._source_row")
+           for check, column, value in _code_row_checks(layout_long)]
     columns = ["_source_file", "_source_row", "claim_id", "column", "rule", "value", "reason"]
+    out = [frame for frame in out if len(frame)]
     return pd.concat(out, ignore_index=True)[columns] if out else pd.DataFrame(columns=columns)
 
 
+# Layouts whose accepted claims cannot repeat a code position: the wide layout has one row per
+# claim (a repeated claim_id is rejected) and the long layout's repeated positions are rejected.
+UNIQUE_POSITION_LAYOUTS = ("wide", "long")
+
+
 def validate_load(con: duckdb.DuckDBPyConnection, published_claims: str | None = "claims",
-                  date_format: str | None = None, warnings: list | None = None) -> pd.DataFrame:
+                  date_format: str | None = None, warnings: list | None = None,
+                  layouts: dict[str, str] | None = None) -> pd.DataFrame:
     """Validate the staged load; create TEMP tables `ok_claims`, `ok_reviews`, `ok_codes` (typed,
     normalised, accepted) and return the rejections (one row per failed rule and row). Slash dates
     are read as each file proves or `date_format` says (`audits.ingest.dates`); what that resolved is
-    appended to `warnings`."""
+    appended to `warnings`. `layouts` ({entity: layout} as staged) spares the wide and long
+    layouts the de-duplication of code positions other readers' rows may need."""
     orders = {entity: slash_date_orders(con, f"stg_{entity}", columns, date_format, warnings)
               for entity, columns in (("claims", ["admit_date", "discharge_date"]), ("reviews", ["review_date"]))}
-    rejections = [_validate_entity(con, "claims", published_claims, orders["claims"])]
-    rejections.append(_validate_entity(con, "reviews", published_claims, orders["reviews"]))
+    layouts = layouts or {}
+    rejections = [_validate_entity(con, "claims", published_claims, orders["claims"],
+                                   layouts.get("claims") in UNIQUE_POSITION_LAYOUTS)]
+    rejections.append(_validate_entity(con, "reviews", published_claims, orders["reviews"],
+                                       layouts.get("reviews") in UNIQUE_POSITION_LAYOUTS))
     return pd.concat(rejections, ignore_index=True)[REJECTION_COLUMNS]
 
 
 def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_claims: str | None,
-                     orders: dict | None = None) -> pd.DataFrame:
+                     orders: dict | None = None, unique_positions: bool = False) -> pd.DataFrame:
     orders = orders or {}
     codes_tbl = f"stg_{entity}_codes"
     # Codes: normalise, attach the discharge date that decides their validity.
@@ -254,33 +333,36 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
         published = (f"UNION ALL SELECT claim_id, discharge_date FROM {published_claims}"
                      if published_claims else "")
         date_source = (f"(SELECT claim_id, discharge_date FROM ok_claims {published})")
-    # Per claim, not per code row: the MS-DRG version; for claims the date source is the header
-    # file itself, so a claim with a date row has a header row. The code is normalised once.
-    header = ("d.claim_id IS NOT NULL" if entity == "claims" else "h.claim_id IS NOT NULL")
-    header_join = ("" if entity == "claims" else
-                   f"LEFT JOIN (SELECT DISTINCT claim_id FROM stg_{entity}) h USING (claim_id)")
+    # Per claim, not per code row: the discharge date and MS-DRG version (one small table); for
+    # claims the date source is the header file itself, so a claim with a date row has a header
+    # row. The code rows (~10 per claim) are normalised once into a table, without the dates;
+    # `v_<entity>_codes` adds them by a join only where a rule needs them (code validity, header).
+    header = ("d.claim_id IS NOT NULL" if entity == "claims" else
+              f"coalesce(c.claim_id IN (SELECT claim_id FROM stg_{entity}), false)")
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE v_{entity}_codes AS
-        SELECT c.* EXCLUDE (code), c.code, {normalise_poa_sql('c.poa_raw')} AS poa,
-               c.position AS position_t, d.discharge_date, d.drg_version,
-               {header} AS has_header
+        CREATE OR REPLACE TEMP TABLE {entity}_code_dates AS
+        SELECT claim_id, discharge_date, {drg_version_sql('discharge_date')} AS drg_version
+        FROM (SELECT DISTINCT ON (claim_id) claim_id, discharge_date FROM {date_source})""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE v_{entity}_code_rows AS
+        SELECT c.* EXCLUDE (code), c.code, {normalise_poa_sql('c.poa_raw')} AS poa, c.position AS position_t
         FROM (SELECT *, {normalise_code_sql('code_raw')} AS code FROM {codes_tbl}) c
-        LEFT JOIN (SELECT claim_id, discharge_date, {drg_version_sql('discharge_date')} AS drg_version
-                   FROM (SELECT DISTINCT ON (claim_id) claim_id, discharge_date FROM {date_source})) d
-            USING (claim_id)
-        {header_join}
         WHERE c.code IS NOT NULL OR c.position IS NULL""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW v_{entity}_codes AS
+        SELECT c.*, d.discharge_date, d.drg_version, {header} AS has_header
+        FROM v_{entity}_code_rows c LEFT JOIN {entity}_code_dates d USING (claim_id)""")
     code_failures = _validate_codes(con, entity)
     layout_long = bool(con.execute(
         f"SELECT count(*) FROM {codes_tbl} WHERE _source_column IN ('code', 'position')").fetchall()[0][0])
     row_failures = _validate_code_rows(con, entity, layout_long)
     code_level = pd.concat([code_failures, row_failures], ignore_index=True)
 
-    # Header rows.
+    # Header rows: per-row values and verdicts in SQL; GX on their distinct values (`check_distinct`).
     if entity == "claims":
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE v_claims AS
-            SELECT s.*, {parse_date_sql('admit_date', orders)} AS admit_date_t,
+            SELECT s.*, s.rowid AS _staged_order, {parse_date_sql('admit_date', orders)} AS admit_date_t,
                    {parse_date_sql('discharge_date', orders)} AS discharge_date_t,
                    admit_date IS NULL OR {parse_date_sql('admit_date', orders)} IS NOT NULL AS admit_date_ok,
                    discharge_date IS NULL OR {parse_date_sql('discharge_date', orders)} IS NOT NULL AS discharge_date_ok,
@@ -290,19 +372,15 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                    {drg_sql('billed_drg')} AS billed_drg_n,
                    s.claim_id IS NULL OR p.claim_id IS NOT NULL AS has_principal_dx
             FROM stg_claims s
-            LEFT JOIN (SELECT DISTINCT claim_id FROM v_claims_codes WHERE kind = 'dx' AND position_t = 1) p
+            LEFT JOIN (SELECT DISTINCT claim_id FROM v_claims_code_rows WHERE kind = 'dx' AND position_t = 1) p
                 USING (claim_id)""")
-        frame = con.execute("""SELECT _source_file, _source_row, claim_id, facility_id, admit_date,
-            discharge_date, discharge_status, age, sex, coder_id, admit_date_t, discharge_date_t,
-            admit_date_ok, discharge_date_ok, age_t, age_ok, sex_n, discharge_status_n, billed_drg_n,
-            has_principal_dx FROM v_claims""").df()
     else:
         known = "SELECT claim_id FROM ok_claims"
         if published_claims:
             known += f" UNION SELECT claim_id FROM {published_claims}"
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE v_reviews AS
-            SELECT s.*, {parse_date_sql('review_date', orders)} AS review_date_t,
+            SELECT s.*, s.rowid AS _staged_order, {parse_date_sql('review_date', orders)} AS review_date_t,
                    review_date IS NULL OR {parse_date_sql('review_date', orders)} IS NOT NULL AS review_date_ok,
                    {discharge_status_sql('discharge_status')} AS discharge_status_n,
                    {drg_sql('reviewer_drg')} AS reviewer_drg_n,
@@ -312,24 +390,16 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                        AND s.claim_id NOT IN (SELECT claim_id FROM {published_claims or 'ok_claims'}) AS claim_rejected,
                    s.claim_id IS NULL OR p.claim_id IS NOT NULL AS has_principal_dx
             FROM stg_reviews s
-            LEFT JOIN (SELECT DISTINCT claim_id FROM v_reviews_codes WHERE kind = 'dx' AND position_t = 1) p
+            LEFT JOIN (SELECT DISTINCT claim_id FROM v_reviews_code_rows WHERE kind = 'dx' AND position_t = 1) p
                 USING (claim_id)""")
-        frame = con.execute("""SELECT _source_file, _source_row, claim_id, reviewer_id, review_date,
-            review_date_ok, discharge_status_n, claim_known, claim_rejected, has_principal_dx
-            FROM v_reviews""").df()
-    header_failures = run_expectations(f"{entity}_rows", frame, _header_rules(entity, accepted_formats(orders)),
-                                       ["_source_file", "_source_row"])
-    if not header_failures.empty:
-        raw = con.execute(f"SELECT * FROM stg_{entity}").df().set_index(["_source_file", "_source_row"])
-        keys = list(zip(header_failures["_source_file"], header_failures["_source_row"]))
-        header_failures["claim_id"] = raw["claim_id"].reindex(keys).to_numpy()
-        values = []
-        for key, column in zip(keys, header_failures["column"]):
-            values.append(raw.at[key, column] if column in raw.columns else None)
-        header_failures["value"] = values
-        header_failures = header_failures[["_source_file", "_source_row", "claim_id", "column", "rule",
-                                           "value", "reason"]]
-
+    # The rejected value is the row's own text in the rule's column (none for dx1: codes are apart).
+    staged = [r[0] for r in con.execute(f"DESCRIBE stg_{entity}").fetchall()]
+    value = " ".join(f"WHEN '{c}' THEN CAST(c.\"{c}\" AS VARCHAR)" for c in staged
+                     if c not in ("_source_file", "_source_row", "extra_columns"))
+    header_failures = check_distinct(
+        con, f"v_{entity}", _header_checks(entity, accepted_formats(orders)),
+        f'c._source_file, c._source_row, c.claim_id, f."column", f.rule, CASE f."column" {value} END AS value, '
+        "f.reason", "c._staged_order")
     findings = _reader_findings(con, entity)
     whole = findings[findings["rule"].isin(WHOLE_RECORD_RULES)]
     if len(whole) and len(header_failures):
@@ -340,7 +410,6 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
     failures.insert(0, "entity", entity)
     failures = failures.rename(columns={"_source_file": "source_file", "_source_row": "row"})
     con.register("failed_now", failures[["claim_id"]].dropna().drop_duplicates())
-    rejected_ids = "SELECT claim_id FROM failed_now"
     if entity == "claims":
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE ok_claims AS
@@ -349,21 +418,20 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                    age_t AS age, sex_n AS sex, payer, coder_id, service_line, billed_drg_n AS billed_drg,
                    {drg_version_sql('discharge_date_t')} AS drg_version,
                    _source_file AS source_file, _source_row AS source_row, extra_columns
-            FROM v_claims WHERE claim_id IS NOT NULL AND claim_id NOT IN ({rejected_ids})""")
+            FROM v_claims ANTI JOIN failed_now USING (claim_id) WHERE claim_id IS NOT NULL""")
     else:
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE ok_reviews AS
             SELECT claim_id, reviewer_id, review_date_t AS review_date, discharge_status_n AS discharge_status,
                    reviewer_drg_n AS reviewer_drg, notes,
                    _source_file AS source_file, _source_row AS source_row, extra_columns
-            FROM v_reviews WHERE claim_id IS NOT NULL AND claim_id NOT IN ({rejected_ids})""")
+            FROM v_reviews ANTI JOIN failed_now USING (claim_id) WHERE claim_id IS NOT NULL""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE ok_{entity}_codes AS
-        SELECT DISTINCT ON (claim_id, kind, position_t) claim_id, kind, position_t AS position, code,
-               CASE WHEN kind = 'dx' THEN poa END AS poa
-        FROM v_{entity}_codes
-        WHERE claim_id IN (SELECT claim_id FROM ok_{entity}) AND code IS NOT NULL
-        ORDER BY claim_id, kind, position_t""")
+        SELECT {"" if unique_positions else "DISTINCT ON (claim_id, kind, position_t)"}
+               claim_id, kind, position_t AS position, code, CASE WHEN kind = 'dx' THEN poa END AS poa
+        FROM v_{entity}_code_rows SEMI JOIN ok_{entity} USING (claim_id)
+        WHERE code IS NOT NULL""")
     con.unregister("failed_now")
     return failures
 

@@ -76,35 +76,41 @@ def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str 
     else:
         raise InputError(f"unsupported file type {suffix!r}: use .csv or .parquet", file=path)
     try:
-        projection = "*"
-        if keep is not None:
-            header = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
-            wanted = [n for n in header if n.strip().lower() in set(keep)]
-            projection = ", ".join(_quote_ident(n) for n in wanted) if wanted else "*"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_src AS SELECT {projection} FROM {source}")
+        header = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
     except duckdb.Error as exc:
-        if suffix in (".csv", ".txt"):
-            located = _locate_csv_problem(path)
-            if located is not None:
-                raise located from None
-        raise _input_error_from_duckdb(exc, path) from None
-    names = header if keep is not None else [row[0] for row in con.execute(f"DESCRIBE {table}_src").fetchall()]
-    if suffix in (".csv", ".txt"):
-        _check_no_surplus_fields(con, path, len(names), delim)
-    lowered = [n.strip().lower() for n in names]
+        raise _read_error(exc, path, suffix) from None
+    lowered = [n.strip().lower() for n in header]
     dupes = sorted({n for n in lowered if lowered.count(n) > 1})
     if dupes:
         raise InputError(f"duplicated header column {dupes[0]!r}", file=path, row=0, column=dupes[0])
     select = ", ".join(
         f"nullif(trim(CAST({_quote_ident(orig)} AS VARCHAR)), '') AS {_quote_ident(low)}"
-        for orig, low in zip(names, lowered) if keep is None or projection == "*" or low in set(keep)
-    )
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {_sql_str(str(path))} AS _source_file, "
-        f"rowid + 1 AS _source_row, {select} FROM {table}_src"
-    )
-    con.execute(f"DROP TABLE {table}_src")
+        for orig, low in zip(header, lowered) if keep is None or low in set(keep)
+    ) or ", ".join(f"nullif(trim(CAST({_quote_ident(o)} AS VARCHAR)), '') AS {_quote_ident(l)}"
+                   for o, l in zip(header, lowered))
+    # One pass over the file: the table keeps the file's row order, so its rowid is the data row.
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select} FROM {source}")
+    except duckdb.Error as exc:
+        raise _read_error(exc, path, suffix) from None
+    if suffix in (".csv", ".txt"):
+        try:
+            _check_no_surplus_fields(con, path, len(header), delim)
+        except InputError:
+            con.execute(f"DROP TABLE {table}")
+            raise
+    con.execute(f"ALTER TABLE {table} ADD COLUMN _source_file VARCHAR DEFAULT {_sql_str(str(path))}")
+    con.execute(f"ALTER TABLE {table} ADD COLUMN _source_row BIGINT")
+    con.execute(f"UPDATE {table} SET _source_row = rowid + 1")
     return lowered
+
+
+def _read_error(exc: duckdb.Error, path: Path, suffix: str) -> InputError:
+    if suffix in (".csv", ".txt"):
+        located = _locate_csv_problem(path)
+        if located is not None:
+            return located
+    return _input_error_from_duckdb(exc, path)
 
 
 def _csv_source(con: duckdb.DuckDBPyConnection, path: Path, delim: str = ",") -> str:

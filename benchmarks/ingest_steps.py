@@ -1,0 +1,64 @@
+"""Benchmark: where a load's time goes, statement by statement (issue 17's ingest profile).
+
+Loads DIR/claims.csv and DIR/reviews.csv (e.g. from `benchmarks/run_all.py --keep` or
+`benchmarks/replicate.py`) into a fresh warehouse through a connection that times every SQL
+statement, then prints the slowest statements, the SQL and whole-load totals and the peak memory.
+
+    .venv/bin/python benchmarks/ingest_steps.py DIR [--top 20] [--universe]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+
+
+class TimedConnection:
+    """A DuckDB connection that records how long each `execute` takes."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self._con, self.timings = con, []
+
+    def execute(self, sql, *args):
+        started = time.perf_counter()
+        result = self._con.execute(sql, *args)
+        self.timings.append((time.perf_counter() - started, " ".join(str(sql).split())))
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("input", type=Path)
+    parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--universe", action="store_true", help="load the claims file as the universe too")
+    args = parser.parse_args()
+    from audits.ingest.loading import load
+    from audits.ingest.readers import InputFiles
+    from audits.warehouse import connection_config
+
+    with tempfile.TemporaryDirectory(prefix="coding-audit-steps-") as work:
+        con = TimedConnection(duckdb.connect(str(Path(work) / "warehouse.duckdb"), config=connection_config()))
+        claims = str(args.input / "claims.csv")
+        files = InputFiles(claims=[claims], reviews=[str(args.input / "reviews.csv")],
+                           universe=[claims] if args.universe else [])
+        started = time.perf_counter()
+        result = load(con, files, "2026-11")
+        total = time.perf_counter() - started
+        for seconds, sql in sorted(con.timings, reverse=True)[:args.top]:
+            print(f"{seconds:7.2f} s  {sql[:150]}")
+        print(f"SQL {sum(s for s, _ in con.timings):.1f} s, whole load {total:.1f} s "
+              f"({result.claims_loaded / total:,.0f} claims/s), peak "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+        con.close()
+
+
+if __name__ == "__main__":
+    main()
