@@ -6,11 +6,11 @@ import duckdb
 import pytest
 
 from audits.compare import (
-    build_code_diffs,
-    build_coder_scorecard,
-    build_error_rates,
-    error_rate_summary,
-)
+                            build_code_diffs,
+                            build_coder_scorecard,
+                            build_error_rates,
+                            error_rate_summary,
+                            )
 
 # ---------------------------------------------------------------------------------------------
 # fixture: the published warehouse tables, schema as in the project brief

@@ -8,15 +8,15 @@ import pandas as pd
 import pytest
 
 from audits.revenue.grouping import (
-    OUTPUT_COLUMNS,
-    SEX_CODES,
-    Grouper,
-    MsdrgAdapter,
-    build_requests,
-    extract_result,
-    read_results,
-    request_json,
-)
+                                     OUTPUT_COLUMNS,
+                                     SEX_CODES,
+                                     Grouper,
+                                     MsdrgAdapter,
+                                     build_requests,
+                                     extract_result,
+                                     read_results,
+                                     request_json,
+                                     )
 
 
 @pytest.fixture(scope="module")

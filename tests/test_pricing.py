@@ -7,13 +7,13 @@ import pytest
 
 from audits.errors import InputError
 from audits.revenue.pricing import (
-    DEFAULT_BASE_RATE,
-    load_rate_config,
-    price_claims,
-    regroup_delta,
-    revenue_by,
-    revenue_totals,
-)
+                                    DEFAULT_BASE_RATE,
+                                    load_rate_config,
+                                    price_claims,
+                                    regroup_delta,
+                                    revenue_by,
+                                    revenue_totals,
+                                    )
 from audits.revenue.weights import MissingWeightsError, load_weights
 
 

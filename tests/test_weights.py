@@ -7,15 +7,15 @@ import pytest
 
 from audits.errors import InputError
 from audits.revenue.weights import (
-    MissingWeightsError,
-    drg_family,
-    load_weights,
-    packaged_weights,
-    parse_table5,
-    spelled_out_title,
-    table5_fiscal_year,
-    weights_sources,
-)
+                                    MissingWeightsError,
+                                    drg_family,
+                                    load_weights,
+                                    packaged_weights,
+                                    parse_table5,
+                                    spelled_out_title,
+                                    table5_fiscal_year,
+                                    weights_sources,
+                                    )
 
 # ../shared/reference beside the checkout (CI lays shared/ there too), as CMS publishes it.
 CMS_FILE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "cms_fy2026_table5_msdrg_weights.txt"

@@ -151,6 +151,16 @@ def _dedup(keys: np.ndarray, valid: np.ndarray, first_key: np.ndarray | None) ->
     return kept
 
 
+def _draw_groups(groups, m: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One column block per option group: each present with its probability, one option drawn."""
+    cols = []
+    for prob, mat, cum in groups:
+        present = rng.random(m) < prob
+        opt = _draw(cum, rng.random(m))
+        cols.append(mat[opt] * present[:, None])
+    return cols
+
+
 def _scenario_codes(setup: _Setup, s: int, k: np.ndarray, facility: np.ndarray, plant: np.ndarray,
                     rng: np.random.Generator):
     """Codes of the claims of scenario s with principal options k at facilities `facility`: (dx ids, poa,
@@ -159,12 +169,7 @@ def _scenario_codes(setup: _Setup, s: int, k: np.ndarray, facility: np.ndarray, 
     m = len(k)
     k, floor, cap = setup.mix.targets(s, k, facility, rng)
     pdx = sc["pdx"][k]
-    cols = [sc["att"][k]]
-    for prob, mat, cum in sc["groups"]:
-        present = rng.random(m) < prob
-        opt = _draw(cum, rng.random(m))
-        cols.append(mat[opt] * present[:, None])
-    cand = np.concatenate(cols, axis=1)
+    cand = np.concatenate([sc["att"][k]] + _draw_groups(sc["groups"], m, rng), axis=1)
     n_att = sc["att"].shape[1]
     keys = comp.key[cand]
     kept = _dedup(keys, cand > 0, comp.key[pdx])
@@ -217,12 +222,7 @@ def _scenario_codes(setup: _Setup, s: int, k: np.ndarray, facility: np.ndarray, 
     poa_all[:, 0] = _Y
     poa_all[:, 1:1 + sdx.shape[1]] = poa
 
-    pcols = [sc["ppx"][k]]
-    for prob, mat, cum in sc["proc_groups"]:
-        present = rng.random(m) < prob
-        opt = _draw(cum, rng.random(m))
-        pcols.append(mat[opt] * present[:, None])
-    pcand = np.concatenate(pcols, axis=1)
+    pcand = np.concatenate([sc["ppx"][k]] + _draw_groups(sc["proc_groups"], m, rng), axis=1)
     pkept = _dedup(pcand, pcand > 0, None)
     porder = np.where(pkept, np.arange(pcand.shape[1])[None, :], np.iinfo(np.int32).max)
     pidx = np.argsort(porder, axis=1, kind="stable")[:, :MAX_POSITIONS]

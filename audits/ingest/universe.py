@@ -14,7 +14,7 @@ import pandas as pd
 from audits.ingest.readers.base import _quote_ident, read_raw, require_columns
 from audits.ingest.dates import accepted_formats, slash_date_orders
 from audits.ingest.validation import (DistinctCheck, Rule, _gx, check_distinct, discharge_status_sql, drg_sql, once,
-                               parse_date_sql, present, whole_number_sql)
+                                      parse_date_sql, present, whole_number_sql)
 
 UNIVERSE_COLUMNS = ("claim_id", "facility_id", "admit_date", "discharge_date", "discharge_status", "age", "sex",
                     "payer", "coder_id", "service_line", "billed_drg", "stratum")

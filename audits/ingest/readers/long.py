@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 
 from audits.ingest.readers.base import (FileRead, create_staging, read_raw, require_columns, require_rows,
-                                 required_columns, stage_header)
+                                        required_columns, stage_header)
 from audits.ingest.validation import whole_number_sql
 
 

@@ -50,7 +50,7 @@ from audits.codes import normalise_code_sql, normalise_poa_sql
 from audits.contract import MAX_POSITIONS
 from audits.errors import InputError
 from audits.ingest.readers.base import (FileRead, _csv_source, _quote_ident, _sql_str, create_staging, header_columns,
-                                 header_spelling, read_raw)
+                                        header_spelling, read_raw)
 from audits.ingest.readers.detect import UNKNOWN_CODER, age_sql, finish_staging
 from audits.ingest.validation import parse_date_sql
 

@@ -8,7 +8,7 @@ import duckdb
 
 from audits.contract import CODE_COLUMNS, MAX_POSITIONS
 from audits.ingest.readers.base import (FileRead, _quote_ident, create_staging, read_raw, require_columns,
-                                 require_rows, required_columns, stage_header)
+                                        require_rows, required_columns, stage_header)
 
 
 def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dict[str, FileRead]:
