@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from audits.flags.common import Q_THRESHOLD
 from reports import figures
-from reports.html import (SUPPRESSED, Column, PageData, Table, figure_card, figure_div, links, money, note, page,
-                          pct, section, unavailable)
+from reports.html import (SUPPRESSED, Column, PageData, Table, figure_card, figure_div, links, note, page, section,
+                          unavailable)
 from reports.names import rule_explanation, rule_name, target_area_explanation, target_area_name
 from reports.warehouse import PeriodWarehouse, with_drg_titles
 
@@ -239,7 +240,7 @@ def compliance_page(wh: PeriodWarehouse, data: dict, subtitle: str) -> str:
                   f"or above the peers' 80th percentile is a high outlier, at or below the 20th a low one ({beyond:,} "
                   "facility-area cells here). A percentile alone is not a flag: a facility is flagged when it is an "
                   "outlier and its overdispersed test (Spiegelhalter 2005: the peers' pooled rate plus the real "
-                  "variation between hospitals, \u03c4\u00b2) has a Benjamini-Hochberg q under 0.01. The funnel "
+                  f"variation between hospitals, \u03c4\u00b2) has a Benjamini-Hochberg q under {Q_THRESHOLD}. The funnel "
                   "shows each complete peer, the 95% and 99.8% limits and the audited facilities (pick the area in "
                   "the menu). Counts under 11 show as <11.",
             section_id="target-areas"))
