@@ -420,7 +420,7 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                    _source_file AS source_file, _source_row AS source_row, extra_columns
             FROM v_claims ANTI JOIN failed_now USING (claim_id) WHERE claim_id IS NOT NULL""")
     else:
-        con.execute(f"""
+        con.execute("""
             CREATE OR REPLACE TEMP TABLE ok_reviews AS
             SELECT claim_id, reviewer_id, review_date_t AS review_date, discharge_status_n AS discharge_status,
                    reviewer_drg_n AS reviewer_drg, notes,

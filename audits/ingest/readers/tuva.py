@@ -343,7 +343,7 @@ def _people(con: duckdb.DuckDBPyConnection, entity: str, layout: LineLayout, peo
 def _stage(con: duckdb.DuckDBPyConnection, entity: str, layout: LineLayout, fields: tuple[str, ...],
            extra_fields: tuple[str, ...]) -> None:
     known = header_columns(entity)
-    birth = f"coalesce(h.birth_date, p.birth_date)"
+    birth = "coalesce(h.birth_date, p.birth_date)"
     parts = []
     for c in known:
         if c == "claim_id":
