@@ -69,25 +69,22 @@ def _review(comp: _Compiled, c: _Sampled, rates: ErrorRates, rng: np.random.Gene
 
     # Principal diagnosis: at most one principal error per claim.
     old = dx[0][0]
+
+    def replace_principal(kind: str, options: list[int]) -> None:
+        if options:
+            new = choose(options)
+            dx[0] = [new, _Y]
+            touched.update((old, new))
+            applied.append(kind)
+            note(kind, old=code[old], new=code[new], new_desc=desc[code[new]])
+
     if draws["principal_changed"]:
         others = keys_except(0)
-        options = [a for a in sc["alt"] if code[a][:3] != code[old][:3] and not present(a)
-                   and int(comp.key[a]) not in others]
-        if options:
-            new = choose(options)
-            dx[0] = [new, _Y]
-            touched |= {old, new}
-            applied.append("principal_changed")
-            note("principal_changed", old=code[old], new=code[new], new_desc=desc[code[new]])
+        replace_principal("principal_changed", [a for a in sc["alt"] if code[a][:3] != code[old][:3]
+                                                and not present(a) and int(comp.key[a]) not in others])
     if draws["principal_specificity"] and not applied:
-        sibs = _siblings(comp, old)
-        options = [s for s in sibs if s in comp.principal_ok and not present(s)]
-        if options:
-            new = choose(options)
-            dx[0] = [new, _Y]
-            touched |= {old, new}
-            applied.append("principal_specificity")
-            note("principal_specificity", old=code[old], new=code[new], new_desc=desc[code[new]])
+        replace_principal("principal_specificity",
+                          [s for s in _siblings(comp, old) if s in comp.principal_ok and not present(s)])
     if draws["principal_resequenced"] and not applied:
         options = [i for i in range(1, len(dx)) if dx[i][0] in comp.resequence_ok and dx[i][1] == _Y
                    and dx[i][0] != c.planted]
