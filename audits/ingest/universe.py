@@ -13,8 +13,8 @@ import pandas as pd
 
 from audits.ingest.readers.base import _quote_ident, read_raw, require_columns
 from audits.ingest.dates import accepted_formats, slash_date_orders
-from audits.ingest.validation import (DistinctCheck, Rule, _gx, check_distinct, discharge_status_sql, drg_sql, once,
-                                      parse_date_sql, present, whole_number_sql)
+from audits.ingest.validation import (DistinctCheck, Rule, _gx, check_distinct, date_check, discharge_status_sql,
+                                      drg_sql, once, parse_date_sql, present, whole_number_sql)
 
 UNIVERSE_COLUMNS = ("claim_id", "facility_id", "admit_date", "discharge_date", "discharge_status", "age", "sex",
                     "payer", "coder_id", "service_line", "billed_drg", "stratum")
@@ -44,12 +44,8 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_forma
                  lambda: e.ExpectColumnValuesToNotBeNull(column="claim_id")),
             Rule("duplicate_claim_id", "claim_id", "claim_id appears more than once in the universe",
                  lambda: e.ExpectColumnValuesToBeInSet(column="claim_id_once", value_set=[True]))]),
-        DistinctCheck("discharge_date", {
-            "_source_file": "_source_file", "discharge_date": "discharge_date",
-            "discharge_date_ok": f"discharge_date IS NULL OR {parse_date_sql('discharge_date', orders)} IS NOT NULL"}, [
-            Rule("invalid_date", "discharge_date",
-                 f"discharge_date is not a date (accepted: {accepted_formats(orders)})",
-                 lambda: e.ExpectColumnValuesToBeInSet(column="discharge_date_ok", value_set=[True]))]),
+        date_check("discharge_date", accepted_formats(orders),
+                   f"discharge_date IS NULL OR {parse_date_sql('discharge_date', orders)} IS NOT NULL"),
     ]
     columns = ["entity", "source_file", "row", "claim_id", "column", "rule", "value", "reason"]
     rejections = check_distinct(con, "stg_universe", checks, """'universe' AS entity, c._source_file AS source_file,

@@ -182,6 +182,16 @@ def once(column: str) -> str:
     return f"(CASE WHEN {column} IS NOT NULL THEN count(*) OVER (PARTITION BY {column}) = 1 END)"
 
 
+def date_check(column: str, dates: str, ok: str | None = None) -> DistinctCheck:
+    """`invalid_date` on the distinct (file, raw value) of `column` (per file: slash dates are read as
+    each file proves). `ok` is the SQL verdict, by default the staged `<column>_ok` column."""
+    e = _gx().expectations
+    keys = {"_source_file": "_source_file", column: column, f"{column}_ok": ok or f"{column}_ok"}
+    return DistinctCheck(column, keys, [
+        Rule("invalid_date", column, f"{column} is not a date (accepted: {dates})",
+             lambda: e.ExpectColumnValuesToBeInSet(column=f"{column}_ok", value_set=[True]))])
+
+
 def _header_checks(entity: str, dates: str = accepted_formats()) -> list[DistinctCheck]:
     """The header rules, in the order their rejections are listed, each over the distinct values
     (or per-row verdicts) it needs."""
@@ -207,11 +217,7 @@ def _header_checks(entity: str, dates: str = accepted_formats()) -> list[Distinc
              lambda: e.ExpectColumnValuesToBeInSet(column="discharge_status_n",
                                                    value_set=list(DISCHARGE_STATUS_VALUES)))])
     if entity == "claims":
-        for column in ("admit_date", "discharge_date"):
-            checks.append(DistinctCheck(column, {"_source_file": "_source_file", column: column,
-                                                 f"{column}_ok": f"{column}_ok"}, [
-                Rule("invalid_date", column, f"{column} is not a date (accepted: {dates})",
-                     lambda c=column: e.ExpectColumnValuesToBeInSet(column=f"{c}_ok", value_set=[True]))]))
+        checks += [date_check("admit_date", dates), date_check("discharge_date", dates)]
         checks += [
             DistinctCheck("stay", {"admit_date_t": "admit_date_t", "discharge_date_t": "discharge_date_t"}, [
                 Rule("discharge_before_admit", "discharge_date", "discharge_date is before admit_date",
@@ -234,10 +240,7 @@ def _header_checks(entity: str, dates: str = accepted_formats()) -> list[Distinc
         ]
     else:
         checks += [
-            DistinctCheck("review_date", {"_source_file": "_source_file", "review_date": "review_date",
-                                          "review_date_ok": "review_date_ok"}, [
-                Rule("invalid_date", "review_date", f"review_date is not a date (accepted: {dates})",
-                     lambda: e.ExpectColumnValuesToBeInSet(column="review_date_ok", value_set=[True]))]),
+            date_check("review_date", dates),
             status,
             DistinctCheck("claim", {"claim_known": "claim_known", "claim_rejected": "claim_rejected"}, [
                 Rule("review_without_claim", "claim_id", "no claim with this claim_id was loaded",
