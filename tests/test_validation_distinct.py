@@ -42,3 +42,26 @@ def test_no_failures_give_an_empty_frame_with_the_row_columns():
         Rule("sex", "sex", "domain", lambda: e.ExpectColumnValuesToBeInSet(column="sex", value_set=["M"]))])],
         "c.sex, f.rule", "c.sex")
     assert found.empty and list(found.columns) == ["sex", "rule"]
+
+
+def test_universe_rows_quarantined_by_file_row_and_rule(con, tmp_path):
+    """A universe file of five rows, worked by hand (row numbers count data rows from 1): row 2 has no
+    claim_id; U1 is on rows 1 and 4 (both duplicates); row 3's discharge date 2026-02-30 is no date.
+    Expected rejections, rule by rule then by row: required (2), duplicate (1, 4), invalid_date (3);
+    only U3 (row 5) is accepted, its dates typed."""
+    from audits.ingest.universe import stage_universe
+
+    path = tmp_path / "universe.csv"
+    path.write_text("claim_id,facility_id,admit_date,discharge_date\n"
+                    "U1,F1,2026-01-01,2026-01-05\n"
+                    ",F1,2026-01-02,2026-01-06\n"
+                    "U2,F1,2026-02-01,2026-02-30\n"
+                    "U1,F2,2026-01-03,2026-01-07\n"
+                    "U3,F2,2026-01-04,2026-01-08\n")
+    rejected = stage_universe(con, [path])
+    found = list(zip(rejected["row"].astype(int), rejected["rule"], rejected["column"]))
+    assert found == [(2, "required_value_missing", "claim_id"), (1, "duplicate_claim_id", "claim_id"),
+                     (4, "duplicate_claim_id", "claim_id"), (3, "invalid_date", "discharge_date")]
+    assert rejected.loc[rejected["rule"] == "invalid_date", "value"].tolist() == ["2026-02-30"]
+    assert con.execute("SELECT claim_id, CAST(discharge_date AS VARCHAR) FROM ok_universe").fetchall() == [
+        ("U3", "2026-01-08")]
