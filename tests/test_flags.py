@@ -312,6 +312,8 @@ def test_percentile_rule_suppression_and_flag(con, tmp_path):
     assert pd.isna(flag["exposure"])
     ev = evidence(flag)
     assert len(ev["claims"]) == 60 and all(c.startswith("F1-871") for c in ev["claims"]) and ev["codes"] == ["871"]
+    # counts read as counts by a compliance officer, not as 60.0 of 100.0
+    assert "(60 of 100 discharges)" in flag["description"] and "60 of 100 discharges;" in ev["detail"]
 
 
 def test_outlier_at_the_80th_percentile_itself(con, tmp_path):

@@ -225,12 +225,13 @@ def facility_flags(con: duckdb.DuckDBPyConnection, targets: pd.DataFrame, stays:
                    {severity_sql("t.q_value")} AS severity,
                    json_object('claims', e.claims, 'codes', e.codes,
                        'detail', format('target area {{}} ({{}}): {{}} of {{}} discharges; {{}} outlier', t.target_area,
-                                        t.area_text, t.numerator, t.denominator, t.outlier))::VARCHAR AS evidence,
+                                        t.area_text, t.numerator::BIGINT, t.denominator::BIGINT,
+                                        t.outlier))::VARCHAR AS evidence,
                    format('Facility {{}}, target area {{}}: {{:.1f}}% ({{}} of {{}} discharges) is {{}} the peers'' '
                           '{{}} percentile ({{:.1f}}%; 20th-80th {{:.1f}}%-{{:.1f}}% over {{}} complete peers, {{}} '
                           'incomplete left out), a {{}} outlier. Pooled peer rate {{:.1f}}%, between-hospital '
                           'variance tau2 = {{:.2g}}; overdispersed z = {{:.2f}} (p = {{:.2g}}, BH q = {{:.2g}}).',
-                          t.facility_id, t.target_area, t.percent, t.numerator, t.denominator,
+                          t.facility_id, t.target_area, t.percent, t.numerator::BIGINT, t.denominator::BIGINT,
                           CASE t.outlier WHEN 'high' THEN 'at or above' ELSE 'at or below' END,
                           CASE t.outlier WHEN 'high' THEN '80th' ELSE '20th' END,
                           CASE t.outlier WHEN 'high' THEN t.peer_p80 ELSE t.peer_p20 END,
