@@ -26,8 +26,7 @@ import duckdb
 import pandas as pd
 
 from reports.audit_page import audit_page
-from reports.compliance_page import flag_data
-from reports.compliance_page import compliance_page
+from reports.compliance_page import compliance_page, flag_data, flagged_claim_batches
 from reports.exports import write_csv
 from reports.index_page import index_page, rejected_rows
 from reports.revenue_page import revenue_page
@@ -83,7 +82,8 @@ def write_reports(con: duckdb.DuckDBPyConnection, audit_period: str, out_dir: Pa
     for name, frame in worklists.items():
         paths[name] = write_csv(frame, out_dir / f"{name}.csv")
     flags = flag_data(wh)
-    paths["flagged_claims"] = write_csv(flags["flagged_claims"], out_dir / "flagged_claims.csv")
+    paths["flagged_claims"] = write_csv(flagged_claim_batches(wh, flags["flagged_claims_sql"]),
+                                        out_dir / "flagged_claims.csv")
     rejected = rejected_rows(wh)
     paths["rejected_rows"] = write_csv(rejected, out_dir / "rejected_rows.csv")
     if validation is not None and not validation.empty:

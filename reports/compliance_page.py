@@ -7,6 +7,8 @@ this page, and a missing optional column leaves its cell empty.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pandas as pd
 
 from audits.flags.common import Q_THRESHOLD
@@ -28,34 +30,29 @@ FLAGGED_CLAIMS_COLUMNS = [
 
 
 def flag_data(wh: PeriodWarehouse) -> dict:
-    """The period's flag tables (None when absent), the flag-claim rows and the case list."""
+    """The period's flag tables (None when absent), the case list, and the flag-claim rows as a query.
+
+    A facility flag cites every claim of its target area, audited or not, so the flag-claim rows grow
+    with the universe (about a tenth of a million per million claims): they stay in DuckDB. The CSV streams
+    them (`flagged_claim_batches`); the case list, the exposure and the row count aggregate them in SQL."""
     data: dict = {name: None for name in FLAG_TABLES}
-    data["flagged_claims"] = pd.DataFrame(columns=FLAGGED_CLAIMS_COLUMNS)
+    data["flagged_claims_sql"], data["flagged_claims_rows"], data["exposure"] = None, 0, 0.0
     data["cases"] = None
     if wh.has("upcoding_flags"):
         cols = wh.columns["upcoding_flags"]
         opt = lambda c: c if c in cols else f"NULL AS {c}"  # noqa: E731
         flags = wh.df(f"""
             SELECT flag_id, level, entity, rule, {opt('n')}, {opt('p_value')}, {opt('q_value')}, {opt('exposure')},
-                   severity, description,
-                   CASE WHEN json_valid(evidence) THEN json_extract_string(evidence, '$.claims[*]') END AS claims
+                   severity, description
             FROM {wh.scoped('upcoding_flags')}
             ORDER BY {SEVERITY_ORDER}, exposure DESC NULLS LAST, flag_id""")
         data["upcoding_flags"] = flags
-        drivers = "g.change_drivers" if wh.has("claim_regroup", "change_drivers") else "NULL AS change_drivers"
-        data["flagged_claims"] = wh.df(f"""
-            WITH f AS (
-                SELECT flag_id, level, rule, severity, entity, description,
-                       unnest(json_extract_string(evidence, '$.claims[*]')) AS claim_id
-                FROM {wh.scoped('upcoding_flags')} WHERE json_valid(evidence))
-            SELECT f.claim_id, f.flag_id, f.level, f.rule, f.severity, f.entity AS flagged_entity,
-                   g.facility_id, g.coder_id, g.payer, g.service_line, g.original_drg, g.audited_drg,
-                   g.original_payment, g.audited_payment, g.delta, g.original_mcc_codes, g.audited_mcc_codes,
-                   {drivers}, f.description
-            FROM f LEFT JOIN {wh.scoped('claim_regroup', 'g')} ON g.claim_id = f.claim_id
-            ORDER BY {SEVERITY_ORDER}, f.rule, f.claim_id""")[FLAGGED_CLAIMS_COLUMNS]
-        data["cases"] = cases(flags, data["flagged_claims"])
-    data["flagged_claims"] = _titled(wh, data["flagged_claims"])
+        query = data["flagged_claims_sql"] = flagged_claims_sql(wh)
+        data["cases"] = cases(flags, cited_by_entity(wh, query))
+        data["flagged_claims_rows"] = int(wh.scalar(f"SELECT count(*) FROM ({query})"))
+        data["exposure"] = float(wh.scalar(f"""
+            SELECT coalesce(round(fsum(CASE WHEN delta < 0 THEN -delta ELSE 0 END), 2), 0)
+            FROM (SELECT claim_id, any_value(delta) AS delta FROM ({query}) GROUP BY claim_id)"""))
     for table, order in (("coder_funnel", "coder_id"), ("facility_target_areas", "target_area, facility_id"),
                          ("short_stay_rates", "level, entity")):
         if wh.has(table):
@@ -67,21 +64,68 @@ def flag_data(wh: PeriodWarehouse) -> dict:
     return data
 
 
+def flagged_claims_sql(wh: PeriodWarehouse) -> str:
+    """Every claim cited as evidence by a flag, one row per flag and claim, with its regroup when the claim
+    was audited (`fiscal_year` last, for the DRG titles), in the CSV's order."""
+    drivers = "g.change_drivers" if wh.has("claim_regroup", "change_drivers") else "NULL AS change_drivers"
+    year = "g.fiscal_year" if wh.has("claim_regroup", "fiscal_year") else "NULL AS fiscal_year"
+    return f"""
+        WITH f AS (
+            SELECT flag_id, level, rule, severity, entity, description,
+                   unnest(json_extract_string(evidence, '$.claims[*]')) AS claim_id
+            FROM {wh.scoped('upcoding_flags')} WHERE json_valid(evidence))
+        SELECT f.claim_id, f.flag_id, f.level, f.rule, f.severity, f.entity AS flagged_entity,
+               g.facility_id, g.coder_id, g.payer, g.service_line, g.original_drg, g.audited_drg,
+               g.original_payment, g.audited_payment, g.delta, g.original_mcc_codes, g.audited_mcc_codes,
+               {drivers}, f.description, {year}
+        FROM f LEFT JOIN {wh.scoped('claim_regroup', 'g')} ON g.claim_id = f.claim_id
+        ORDER BY {SEVERITY_ORDER}, f.rule, f.claim_id, f.flag_id"""
+
+
+def flagged_claim_batches(wh: PeriodWarehouse, query: str | None, rows: int = 100_000) -> Iterator[pd.DataFrame]:
+    """flagged_claims.csv's rows, `rows` at a time, each DRG followed by its Table 5 title."""
+    if query is None:
+        yield _titled(wh, pd.DataFrame(columns=[*FLAGGED_CLAIMS_COLUMNS, "fiscal_year"]))
+        return
+    wh.drg_titles()  # read before the stream opens: the connection serves one open result at a time
+    reader = wh.con.sql(query, params={"period": wh.period} if "$period" in query else None).to_arrow_reader(rows)
+    first = True
+    for batch in reader:
+        first = False
+        yield _titled(wh, batch.to_pandas())
+    if first:
+        yield _titled(wh, reader.schema.empty_table().to_pandas())
+
+
 def _titled(wh: PeriodWarehouse, frame: pd.DataFrame) -> pd.DataFrame:
     """Each DRG column followed by its Table 5 title (fiscal year of the claim)."""
-    years = wh.df(f"SELECT claim_id, fiscal_year FROM {wh.scoped('claim_regroup')}") \
-        if wh.has("claim_regroup", "fiscal_year") else pd.DataFrame(columns=["claim_id", "fiscal_year"])
-    out = with_drg_titles(wh, frame.merge(years, on="claim_id", how="left"), ["original_drg", "audited_drg"])
+    out = with_drg_titles(wh, frame, ["original_drg", "audited_drg"])
     for column in ("original_drg", "audited_drg"):
         title = [t.split(" ", 1)[1] if isinstance(t, str) and " " in t else None for t in out.pop(f"{column}_label")]
         out.insert(out.columns.get_loc(column) + 1, f"{column}_title", title)
     return out.drop(columns="fiscal_year")
 
 
-def cases(flags: pd.DataFrame, flagged_claims: pd.DataFrame) -> pd.DataFrame:
+def cited_by_entity(wh: PeriodWarehouse, query: str) -> pd.DataFrame:
+    """Per flagged entity (level, entity) over the flag-claim rows of `query`: the distinct claims cited,
+    how many were audited, the exposure = overpaid dollars of those audited, each claim counted once
+    however many rules cite it, and the first ten claim ids in the CSV's order."""
+    return wh.df(f"""
+        WITH d AS (
+            SELECT level, flagged_entity AS entity, claim_id, any_value(delta) AS delta,
+                   min(CAST(({SEVERITY_ORDER}) AS VARCHAR) || rule) AS first_at
+            FROM ({query}) GROUP BY level, flagged_entity, claim_id),
+        r AS (SELECT *, row_number() OVER (PARTITION BY level, entity ORDER BY first_at, claim_id) AS k FROM d)
+        SELECT level, entity, count(*) AS claims_cited, count(delta) AS audited_claims_cited,
+               round(fsum(CASE WHEN delta < 0 THEN -delta ELSE 0 END), 2) AS exposure,
+               string_agg(claim_id, ', ' ORDER BY k) FILTER (WHERE k <= 10)
+                   || CASE WHEN count(*) > 10 THEN format(' (+{{}} more)', count(*) - 10) ELSE '' END AS claim_ids
+        FROM r GROUP BY level, entity""")
+
+
+def cases(flags: pd.DataFrame, cited: pd.DataFrame) -> pd.DataFrame:
     """One row per flagged entity (level + entity): its rules (names), the evidence sentences, the
-    highest severity, the distinct claims cited, and the exposure = overpaid dollars of those claims
-    that were audited, each claim counted once however many rules cite it."""
+    highest severity, and the claims it cites (`cited_by_entity`)."""
     if flags.empty:
         return pd.DataFrame(columns=["level", "entity", "severity", "rules", "rule_ids", "flags", "evidence",
                                      "claims_cited", "audited_claims_cited", "exposure", "claim_ids"])
@@ -94,15 +138,7 @@ def cases(flags: pd.DataFrame, flagged_claims: pd.DataFrame) -> pd.DataFrame:
                       evidence=("description", lambda s: "\n".join(dict.fromkeys(str(x) for x in s if x)))
                       ).reset_index()
     out["severity"] = out["severity_rank"].map({v: k for k, v in SEVERITY_RANK.items()}).fillna("")
-    cited = flagged_claims.rename(columns={"flagged_entity": "entity"})[["level", "entity", "claim_id", "delta"]]
-    cited = cited.drop_duplicates(["level", "entity", "claim_id"])
-    overpaid = (-cited["delta"].astype(float)).clip(lower=0)
-    per = cited.assign(_over=overpaid, _audited=cited["delta"].notna()).groupby(["level", "entity"]).agg(
-        claims_cited=("claim_id", "count"), audited_claims_cited=("_audited", "sum"),
-        exposure=("_over", lambda s: round(float(s.sum()), 2)),
-        claim_ids=("claim_id", lambda s: ", ".join(list(s)[:10]) + (f" (+{len(s) - 10} more)" if len(s) > 10
-                                                                      else ""))).reset_index()
-    out = out.merge(per, on=["level", "entity"], how="left")
+    out = out.merge(cited, on=["level", "entity"], how="left")
     out["claims_cited"] = out["claims_cited"].fillna(0).astype(int)
     out["audited_claims_cited"] = out["audited_claims_cited"].fillna(0).astype(int)
     out["exposure"] = out["exposure"].fillna(0.0)
@@ -141,7 +177,7 @@ def compliance_page(wh: PeriodWarehouse, data: dict, subtitle: str) -> str:
             cards.append(figure_card(f"flagged_{level}", label, len(sub), "int", detail,
                                      "bad" if len(sub) else "",
                                      {f"rule:{r}": int(k) for r, k in rules.items()}))
-        exposure = _exposure_once(data["flagged_claims"])
+        exposure = data["exposure"]
         cards.append(figure_card("exposure", "Exposure, each claim once", exposure, "money",
                                  "overpaid dollars of the audited claims cited by any flag", "bad" if exposure else ""))
     else:
@@ -253,17 +289,11 @@ def compliance_page(wh: PeriodWarehouse, data: dict, subtitle: str) -> str:
 
     parts.append(section("Downloads", links([
         ("flagged_claims.csv", "flagged_claims.csv",
-         f"{len(data['flagged_claims']):,} flag-claim rows: every claim cited as evidence, with its DRGs and payment "
+         f"{data['flagged_claims_rows']:,} flag-claim rows: every claim cited as evidence, with its DRGs and payment "
          "change" if flags is not None else "empty: upcoding flags not available for this run"),
         ("audit_workbook.xlsx", "audit_workbook.xlsx", "the flagged cases and the other lists in one workbook")]),
         section_id="flagged-claims"))
     return page("Coding audit \u2014 compliance", "compliance.html", subtitle, "\n".join(parts), page_data)
-
-
-def _exposure_once(flagged_claims: pd.DataFrame) -> float:
-    distinct = flagged_claims.drop_duplicates("claim_id")
-    delta = distinct["delta"].astype(float)
-    return round(float(-delta[delta < 0].sum()), 2)
 
 
 def _rules_section(wh: PeriodWarehouse, flags: pd.DataFrame, data: PageData) -> str:

@@ -10,6 +10,7 @@ spreadsheet reads it as that number and never as a formula.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -34,10 +35,19 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """Neutralised CSV (UTF-8, header row), written to a temporary file and renamed into place."""
+def write_csv(rows: pd.DataFrame | Iterable[pd.DataFrame], path: Path) -> Path:
+    """Neutralised CSV (UTF-8, header row), written to a temporary file and renamed into place.
+
+    `rows` is one frame, or frames with the same columns written one after the other (a list that grows
+    with the universe streams through in batches, never whole in memory)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    neutralise_formulas(frame).to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
-    tmp.replace(path)
+    frames = [rows] if isinstance(rows, pd.DataFrame) else rows
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as out:
+            for i, frame in enumerate(frames):
+                neutralise_formulas(frame).to_csv(out, index=False, header=i == 0, lineterminator="\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

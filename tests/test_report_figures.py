@@ -294,9 +294,11 @@ def test_rejected_rows_csv_lists_each_row_without_patient_ids(run, tmp_path):  #
 
 
 def test_case_list_has_one_row_per_entity_with_exposure_counted_once():
+    import duckdb
     import pandas as pd
 
-    from reports.compliance_page import cases
+    from reports.compliance_page import cases, cited_by_entity
+    from reports.warehouse import PeriodWarehouse
 
     flags = pd.DataFrame({
         "flag_id": ["claim:severity_code_removed:C1", "claim:high_risk_mcc_removed:C1", "coder:coder_overpaid_share:K"],
@@ -306,15 +308,41 @@ def test_case_list_has_one_row_per_entity_with_exposure_counted_once():
     # C1 overpaid 3,000.00 cited by both claim rules; coder K cites C1 and C2 (overpaid 500.25) and C3 (unaudited)
     cited = pd.DataFrame({"level": ["claim", "claim", "coder", "coder", "coder"],
                           "flagged_entity": ["C1", "C1", "K", "K", "K"], "claim_id": ["C1", "C1", "C1", "C2", "C3"],
+                          "severity": ["medium", "high", "low", "low", "low"],
+                          "rule": ["severity_code_removed", "high_risk_mcc_removed"] + ["coder_overpaid_share"] * 3,
                           "delta": [-3000.0, -3000.0, -3000.0, -500.25, None]})
-    out = cases(flags, cited).set_index("entity")
+    con = duckdb.connect()
+    con.register("cited_rows", cited)
+    out = cases(flags, cited_by_entity(PeriodWarehouse(con, "2026-11"), "SELECT * FROM cited_rows")
+                ).set_index("entity")
     assert len(out) == 2
     assert out.loc["C1", "rules"] == "High-risk MCC removed; Severity code removed"  # high first
     assert out.loc["C1", "severity"] == "high" and out.loc["C1", "flags"] == 2
     assert out.loc["C1", "exposure"] == 3000.0  # once, not 6,000 for two rules
+    assert out.loc["C1", "claims_cited"] == 1 and out.loc["C1", "claim_ids"] == "C1"
     assert out.loc["K", "exposure"] == 3500.25 and out.loc["K", "claims_cited"] == 3
-    assert out.loc["K", "audited_claims_cited"] == 2
+    assert out.loc["K", "audited_claims_cited"] == 2 and out.loc["K", "claim_ids"] == "C1, C2, C3"
     assert list(out.index) == ["C1", "K"]  # high before low
+
+
+def test_case_claim_ids_are_the_first_ten_in_the_csv_order_then_a_count():
+    """A facility cites 12 claims: 11 by a high rule (F01..F11) and F00 by a medium one only. The CSV
+    lists high before medium, so the first ten are F01..F10 and F00 is among the two counted."""
+    import duckdb
+    import pandas as pd
+
+    from reports.compliance_page import cited_by_entity
+    from reports.warehouse import PeriodWarehouse
+
+    ids = [f"F{i:02d}" for i in range(1, 12)]
+    cited = pd.DataFrame({"level": "facility", "flagged_entity": "H1", "claim_id": ids + ["F00"],
+                          "severity": ["high"] * 11 + ["medium"], "rule": "target_area_outlier",
+                          "delta": [None] * 12})
+    con = duckdb.connect()
+    con.register("cited_rows", cited)
+    out = cited_by_entity(PeriodWarehouse(con, "2026-11"), "SELECT * FROM cited_rows").iloc[0]
+    assert out["claim_ids"] == "F01, F02, F03, F04, F05, F06, F07, F08, F09, F10 (+2 more)"
+    assert out["claims_cited"] == 12 and out["audited_claims_cited"] == 0 and out["exposure"] == 0.0
 
 
 def test_impact_rows_fold_zero_groups_and_keep_months_in_order():

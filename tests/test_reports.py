@@ -168,6 +168,26 @@ def test_csv_neutralises_formula_text_and_keeps_numbers(tmp_path):
     assert written[2] == "C2,10.5,'@SUM(A1),ok"
 
 
+def test_csv_in_batches_has_one_header_and_every_batch_neutralised(tmp_path):
+    """A list that grows with the universe is written batch by batch: the header once, then each batch's
+    rows in order, each neutralised (the formula sits in the second batch)."""
+    batches = iter([pd.DataFrame({"claim_id": ["C1", "C2"], "delta": [-1.5, None]}),
+                    pd.DataFrame({"claim_id": ["=1+1"], "delta": [2.0]})])
+    written = write_csv(batches, tmp_path / "flagged.csv").read_text(encoding="utf-8")
+    assert written == "claim_id,delta\nC1,-1.5\nC2,\n'=1+1,2.0\n"
+    assert list(tmp_path.iterdir()) == [tmp_path / "flagged.csv"]  # no temporary file left behind
+
+
+def test_a_failed_csv_leaves_no_file_and_no_temporary(tmp_path):
+    def batches():
+        yield pd.DataFrame({"claim_id": ["C1"]})
+        raise RuntimeError("warehouse went away")
+
+    with pytest.raises(RuntimeError):
+        write_csv(batches(), tmp_path / "flagged.csv")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_figure_labels_cannot_break_out_of_the_figure_script():
     from reports.html import figure_div
 
@@ -481,6 +501,26 @@ def test_compliance_page_with_flags(run):
     # one row per flagged entity: the claim, the coder and the facility of the three synthetic flags
     assert sorted(row[1] for row in cases["rows"]) == ["Claim", "Coder", "Facility"]
     assert {r["level"] for r in flagged} == {"claim", "coder"}
+
+
+def test_flagged_claims_stream_in_batches_in_the_csv_order(run):
+    """One row per batch: every evidence claim planted comes through, in the CSV's order, each batch with
+    the CSV's columns (the DRG titles included)."""
+    from reports.compliance_page import flag_data, flagged_claim_batches
+    from reports.warehouse import PeriodWarehouse
+
+    with open(run["out"]["flags"]["flagged_claims"], newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        columns, ids = reader.fieldnames, [r["claim_id"] for r in reader]
+    con = duckdb.connect(str(run["db"]), read_only=True)
+    try:
+        wh = PeriodWarehouse(con, "2026-11")
+        batches = list(flagged_claim_batches(wh, flag_data(wh)["flagged_claims_sql"], rows=1))
+    finally:
+        con.close()
+    assert len(batches) == run["planted"]["evidence_claims"] and {len(b) for b in batches} == {1}
+    assert [b["claim_id"].iloc[0] for b in batches] == ids
+    assert all(list(b.columns) == columns for b in batches) and "audited_drg_title" in columns
 
 
 def test_compliance_page_without_flag_tables_says_not_available(run):

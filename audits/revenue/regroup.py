@@ -382,10 +382,8 @@ def regroup_claims(relation: duckdb.DuckDBPyRelation, grouper: Grouper, rate_con
                    progress: Callable[[int], None] | None = None) -> tuple[pd.DataFrame, int]:
     """The streaming loop: grouper input rows (`_ALL_CLAIMS_SQL`'s columns) read in record batches,
     each regrouped and priced; only the mismatches are kept."""
-    # to_arrow_reader from DuckDB 1.4 on (fetch_record_batch before; deprecated since).
-    stream = getattr(relation, "to_arrow_reader", None) or relation.fetch_record_batch
     parts, claims = [], 0
-    for batch in stream(max(1, int(batch_claims))):
+    for batch in relation.to_arrow_reader(max(1, int(batch_claims))):
         if batch.num_rows == 0:
             continue
         frame = _arrow_frame(pa.Table.from_batches([batch]))
