@@ -29,7 +29,7 @@ from reports.audit_page import audit_page
 from reports.compliance_page import compliance_page, flag_data, flagged_claim_batches
 from reports.exports import write_csv
 from reports.index_page import index_page, rejected_rows
-from reports.revenue_page import revenue_page
+from reports.revenue_page import billed_validation_sql, revenue_page
 from reports.warehouse import PeriodWarehouse, with_drg_titles
 from reports.workbook import write_workbook
 
@@ -69,11 +69,6 @@ def write_reports(con: duckdb.DuckDBPyConnection, audit_period: str, out_dir: Pa
     extrapolation = (wh.df(f"SELECT * EXCLUDE (audit_period) FROM {wh.scoped('revenue_extrapolation')} "
                            "ORDER BY measure, stratum = 'all' DESC, stratum")
                      if wh.has("revenue_extrapolation") else pd.DataFrame())
-    validation = (wh.df(f"SELECT * EXCLUDE (audit_period) FROM {wh.scoped('billed_drg_validation')} "
-                        "ORDER BY abs(difference) DESC NULLS LAST, claim_id")
-                  if wh.has("billed_drg_validation", "audit_period") else
-                  wh.df("SELECT * FROM billed_drg_validation ORDER BY abs(difference) DESC NULLS LAST, claim_id")
-                  if wh.has("billed_drg_validation") else None)
     audited_claims = int(wh.scalar(f"SELECT count(*) FROM {wh.scoped('reviews')}"))
     subtitle = f"Audit period {audit_period} \u00b7 {audited_claims:,} audited claims \u00b7 generated {generated}"
 
@@ -86,14 +81,16 @@ def write_reports(con: duckdb.DuckDBPyConnection, audit_period: str, out_dir: Pa
                                         out_dir / "flagged_claims.csv")
     rejected = rejected_rows(wh)
     paths["rejected_rows"] = write_csv(rejected, out_dir / "rejected_rows.csv")
-    if validation is not None and not validation.empty:
-        titled = with_drg_titles(wh, validation, ["billed_drg", "regrouped_drg"],
-                                 default_year=_latest_year(regroup))
+    validation = billed_validation_sql(wh)
+    if validation and wh.scalar(f"SELECT count(*) FROM ({validation})"):
+        year = _latest_year(regroup)
+        titled = (with_drg_titles(wh, batch, ["billed_drg", "regrouped_drg"], default_year=year)
+                  for batch in wh.batches(validation))
         paths["billed_drg_mismatches"] = write_csv(titled, out_dir / "billed_drg_mismatches.csv")
 
     pages = {
         "audit": audit_page(wh, rates, subtitle),
-        "revenue": revenue_page(wh, regroup, extrapolation, subtitle, validation),
+        "revenue": revenue_page(wh, regroup, extrapolation, subtitle),
         "compliance": compliance_page(wh, flags, subtitle),
         "index": index_page(wh, run_info, rates, regroup, extrapolation, flags, audited_claims, generated,
                             rejected),

@@ -87,14 +87,8 @@ def flagged_claim_batches(wh: PeriodWarehouse, query: str | None, rows: int = 10
     if query is None:
         yield _titled(wh, pd.DataFrame(columns=[*FLAGGED_CLAIMS_COLUMNS, "fiscal_year"]))
         return
-    wh.drg_titles()  # read before the stream opens: the connection serves one open result at a time
-    reader = wh.con.sql(query, params={"period": wh.period} if "$period" in query else None).to_arrow_reader(rows)
-    first = True
-    for batch in reader:
-        first = False
-        yield _titled(wh, batch.to_pandas())
-    if first:
-        yield _titled(wh, reader.schema.empty_table().to_pandas())
+    for batch in wh.batches(query, rows):
+        yield _titled(wh, batch)
 
 
 def _titled(wh: PeriodWarehouse, frame: pd.DataFrame) -> pd.DataFrame:

@@ -52,25 +52,32 @@ def impact_rows(impact: pd.DataFrame, breakdown: str) -> tuple[pd.DataFrame, int
     return shown, int(zero.sum())
 
 
-def billed_pairs(frame: pd.DataFrame, billed: str, regrouped: str, amount: str | None, top_n: int = TOP_PAIRS
-                 ) -> pd.DataFrame:
-    """Billed -> regrouped DRG pairs by claims (and dollars both ways when `amount` is given)."""
-    if frame.empty:
-        return pd.DataFrame(columns=["billed_drg", "regrouped_drg", "claims", "under_billed", "over_billed", "net"])
-    work = frame.assign(_amount=frame[amount].astype(float) if amount else 0.0)
-    out = (work.groupby([billed, regrouped], as_index=False)
-           .agg(claims=("claim_id", "count"),
-                under_billed=("_amount", lambda s: round(float(s[s > 0].sum()), 2)),
-                over_billed=("_amount", lambda s: round(float(-s[s < 0].sum()), 2)),
-                net=("_amount", lambda s: round(float(s.sum()), 2)))
-           .rename(columns={billed: "billed_drg", regrouped: "regrouped_drg"}))
-    out["_stake"] = out["under_billed"] + out["over_billed"]
-    return out.sort_values(["_stake", "claims", "billed_drg", "regrouped_drg"],
-                           ascending=[False, False, True, True]).head(top_n).drop(columns="_stake")
+def billed_pairs(wh: PeriodWarehouse, rows: str, billed: str, regrouped: str, amount: str | None,
+                 top_n: int = TOP_PAIRS) -> pd.DataFrame:
+    """Billed -> regrouped DRG pairs of `rows` (a subquery) by claims, and dollars both ways when `amount`
+    is given: the `top_n` with most dollars at stake, then most claims."""
+    value = amount or "0.0"
+    return wh.df(f"""
+        SELECT {billed} AS billed_drg, {regrouped} AS regrouped_drg, count(*) AS claims,
+               round(coalesce(fsum({value}) FILTER (WHERE {value} > 0), 0), 2) AS under_billed,
+               round(coalesce(-fsum({value}) FILTER (WHERE {value} < 0), 0), 2) AS over_billed,
+               round(coalesce(fsum({value}), 0), 2) AS net
+        FROM ({rows}) WHERE {billed} IS NOT NULL AND {regrouped} IS NOT NULL
+        GROUP BY ALL ORDER BY under_billed + over_billed DESC, claims DESC, billed_drg, regrouped_drg
+        LIMIT {int(top_n)}""")
 
 
-def revenue_page(wh: PeriodWarehouse, regroup: pd.DataFrame, extrapolation: pd.DataFrame, subtitle: str,
-                 validation: pd.DataFrame | None) -> str:
+def billed_validation_sql(wh: PeriodWarehouse) -> str | None:
+    """The period's billed-DRG mismatches (every claim regrouped with --regroup-universe), largest
+    difference first: billed_drg_mismatches.csv's rows. None when the run did not regroup the universe."""
+    if not wh.has("billed_drg_validation"):
+        return None
+    scoped = (f"SELECT * EXCLUDE (audit_period) FROM {wh.scoped('billed_drg_validation')}"
+              if wh.has("billed_drg_validation", "audit_period") else "SELECT * FROM billed_drg_validation")
+    return f"{scoped} ORDER BY abs(difference) DESC NULLS LAST, claim_id"
+
+
+def revenue_page(wh: PeriodWarehouse, regroup: pd.DataFrame, extrapolation: pd.DataFrame, subtitle: str) -> str:
     data = PageData()
     totals = figures.payment_totals(regroup)
     revenue = revenue_totals(regroup)  # the one definition the summary quotes too
@@ -120,7 +127,7 @@ def revenue_page(wh: PeriodWarehouse, regroup: pd.DataFrame, extrapolation: pd.D
                                "after audit (under-coded), red links less (over-coded).", section_id="sankey"))
 
     parts.append(_impact_section(wh, data))
-    parts.append(_billed_section(wh, data, titled, mismatched, with_billed, validation))
+    parts.append(_billed_section(wh, data, titled, mismatched, with_billed))
     parts.append(_universe_section(extrapolation, data))
     parts.append(_findings_section(wh, data))
 
@@ -179,11 +186,11 @@ def _impact_section(wh: PeriodWarehouse, data: PageData) -> str:
                    section_id="impact")
 
 
-def _billed_section(wh: PeriodWarehouse, data: PageData, titled: pd.DataFrame, mismatched: int, with_billed: int,
-                    validation: pd.DataFrame | None) -> str:
+def _billed_section(wh: PeriodWarehouse, data: PageData, titled: pd.DataFrame, mismatched: int,
+                    with_billed: int) -> str:
     parts = []
-    audited = titled[titled["billed_drg_mismatch"].fillna(False).astype(bool)]
-    pairs = with_drg_titles(wh, billed_pairs(audited, "billed_drg", "original_drg", None),
+    audited = f"SELECT * FROM {wh.scoped('claim_regroup')} WHERE billed_drg_mismatch"
+    pairs = with_drg_titles(wh, billed_pairs(wh, audited, "billed_drg", "original_drg", None),
                             ["billed_drg", "regrouped_drg"], default_year=_one_year(titled))
     parts.append(note(f"Audited claims: {mismatched:,} of {with_billed:,} with a billed DRG "
                       f"({pct(mismatched / with_billed if with_billed else None)}) grouped, from their original "
@@ -192,23 +199,30 @@ def _billed_section(wh: PeriodWarehouse, data: PageData, titled: pd.DataFrame, m
         parts.append(data.table(Table("table-billed-audited", pairs, [
             Column("billed_drg_label", "Billed DRG", "long"), Column("regrouped_drg_label", "Regrouped DRG", "long"),
             Column("claims", "Claims", "int")]), "claim_regroup billed_drg_mismatch"))
-    if validation is None or validation.empty:
+    validation = billed_validation_sql(wh)
+    counts = wh.df(f"""
+        SELECT count(*) AS claims, count(*) FILTER (WHERE return_code IS DISTINCT FROM 'OK') AS ungroupable,
+               count(*) FILTER (WHERE return_code = 'OK') AS grouped,
+               count(*) FILTER (WHERE return_code = 'OK' AND difference > 0) AS under_claims,
+               count(*) FILTER (WHERE return_code = 'OK' AND difference < 0) AS over_claims,
+               round(coalesce(fsum(difference) FILTER (WHERE return_code = 'OK' AND difference > 0), 0), 2) AS under,
+               round(coalesce(-fsum(difference) FILTER (WHERE return_code = 'OK' AND difference < 0), 0), 2) AS over
+        FROM ({validation})""").iloc[0] if validation else None
+    if counts is None or not counts["claims"]:
         parts.append(note("Every claim of the period (audited or not) is regrouped with "
                           "`coding-audit run --regroup-universe`; this run did not."))
     else:
-        ok = validation[validation["return_code"] == "OK"]
-        diff = ok["difference"].astype(float)
-        under = round(float(diff[diff > 0].sum()), 2)
-        over = round(float(-diff[diff < 0].sum()), 2)
+        under_claims, over_claims = int(counts["under_claims"]), int(counts["over_claims"])
         parts.append(data.headline([
-            figure_card("billed_mismatches", "Billed-DRG mismatches (all claims)", int(len(ok)), "int",
-                        f"{int((validation['return_code'] != 'OK').sum()):,} claims could not be grouped",
-                        parts={"ungroupable": int((validation["return_code"] != "OK").sum())}),
-            figure_card("billed_under", "Billed below what the codes support", under, "money",
-                        f"{int((diff > 0).sum()):,} claims", "good", {"claims": int((diff > 0).sum())}),
-            figure_card("billed_over", "Billed above what the codes support", over, "money",
-                        f"{int((diff < 0).sum()):,} claims", "bad", {"claims": int((diff < 0).sum())})]))
-        top = with_drg_titles(wh, billed_pairs(ok, "billed_drg", "regrouped_drg", "difference"),
+            figure_card("billed_mismatches", "Billed-DRG mismatches (all claims)", int(counts["grouped"]), "int",
+                        f"{int(counts['ungroupable']):,} claims could not be grouped",
+                        parts={"ungroupable": int(counts["ungroupable"])}),
+            figure_card("billed_under", "Billed below what the codes support", float(counts["under"]), "money",
+                        f"{under_claims:,} claims", "good", {"claims": under_claims}),
+            figure_card("billed_over", "Billed above what the codes support", float(counts["over"]), "money",
+                        f"{over_claims:,} claims", "bad", {"claims": over_claims})]))
+        top = with_drg_titles(wh, billed_pairs(wh, f"SELECT * FROM ({validation}) WHERE return_code = 'OK'",
+                                               "billed_drg", "regrouped_drg", "difference"),
                               ["billed_drg", "regrouped_drg"], default_year=_one_year(titled))
         parts.append(data.table(Table("table-billed-pairs", top, [
             Column("billed_drg_label", "Billed DRG", "long"), Column("regrouped_drg_label", "Regrouped DRG", "long"),
@@ -216,7 +230,7 @@ def _billed_section(wh: PeriodWarehouse, data: PageData, titled: pd.DataFrame, m
             Column("over_billed", "Billed above", "money"), Column("net", "Net (regrouped \u2212 billed)", "money")],
             csv_name="billed_drg_mismatches.csv"), "billed_drg_validation"))
         parts.append(links([("billed_drg_mismatches.csv", "billed_drg_mismatches.csv",
-                             f"{len(validation):,} claims: billed and regrouped DRG, payments, difference")]))
+                             f"{int(counts['claims']):,} claims: billed and regrouped DRG, payments, difference")]))
     return section("Billed-DRG validation", *parts,
                    intro="The DRG on the bill against the DRG the grouper assigns to the claim's own codes. "
                          "Difference = regrouped payment \u2212 billed payment: positive where the bill is below "

@@ -5,6 +5,8 @@ Privacy: nothing here reads `claims` (the only table with patient_id) nor any ex
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import duckdb
 import pandas as pd
 
@@ -41,7 +43,20 @@ class PeriodWarehouse:
 
     def scalar(self, sql: str, **params):
         used = {k: v for k, v in {"period": self.period, **params}.items() if f"${k}" in sql}
-        return self.con.execute(sql, used).fetchone()[0]
+        return self.con.execute(sql, used).fetchall()[0][0]  # fetched to the end: no result left open
+
+    def batches(self, sql: str, rows: int = 100_000) -> Iterator[pd.DataFrame]:
+        """The rows of `sql`, `rows` at a time; one empty frame when there are none. A list that grows
+        with the universe (flag evidence, billed-DRG mismatches) goes through pandas a batch at a time."""
+        self.drg_titles()  # read before the stream opens: the connection serves one open result at a time
+        used = {k: v for k, v in {"period": self.period}.items() if f"${k}" in sql}
+        reader = self.con.sql(sql, params=used or None).to_arrow_reader(rows)
+        empty = True
+        for batch in reader:
+            empty = False
+            yield batch.to_pandas()
+        if empty:
+            yield reader.schema.empty_table().to_pandas()
 
     def drg_titles(self) -> pd.Series:
         """Table 5 title by (fiscal_year, drg) for the fiscal years of the period's claims (the weights
