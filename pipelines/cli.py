@@ -264,7 +264,7 @@ def _sample(args) -> None:
     import duckdb
 
     from audits.errors import InputError
-    from audits.revenue.sampling import draw_sample, worklist
+    from audits.revenue.sampling import draw_from_table, worklist
     from audits.ingest.universe import stage_universe
     from reports.exports import write_csv
 
@@ -275,17 +275,18 @@ def _sample(args) -> None:
         raise InputError(f"{len(rejected)} universe rows are invalid ({first['reason']}); fix them first: a "
                          "sampling frame must list each claim once", file=first["source_file"], row=int(first["row"]),
                          column=first["column"])
-    universe = con.execute("SELECT * EXCLUDE (source_file, source_row) FROM ok_universe").df()
-    if args.stratify and universe["stratum"].isna().any():
-        missing = int(universe["stratum"].isna().sum())
-        what = ("has no `stratum` column" if missing == len(universe)
+    universe = "SELECT * EXCLUDE (source_file, source_row) FROM ok_universe"
+    total, missing = con.execute(f"SELECT count(*), count(*) FILTER (WHERE stratum IS NULL) FROM ({universe})"
+                                 ).fetchall()[0]
+    if args.stratify and missing:
+        what = ("has no `stratum` column" if missing == total
                 else f"has {missing:,} claims without a stratum")
         raise InputError(f"--stratify draws within the universe's `stratum` column, and the universe {what}. "
                          "Add a `stratum` value to every claim (e.g. the DRG family or the facility), or leave "
                          "out --stratify for a simple random sample", file=args.universe[0], column="stratum")
     try:
-        sample, description = draw_sample(universe, args.size, seed=args.seed,
-                                          stratum="stratum" if args.stratify else None)
+        sample, description = draw_from_table(con, universe, args.size, seed=args.seed,
+                                              stratum="stratum" if args.stratify else None)
     except ValueError as exc:  # the size against the universe: the user's numbers
         raise InputError(str(exc), file=args.universe[0]) from None
     args.out.mkdir(parents=True, exist_ok=True)

@@ -60,3 +60,28 @@ def test_proportional_stratified_draw_and_worklist(universe):
     assert all(s["sample_count"] >= 2 for s in description["strata"])
     listed = worklist(sample)
     assert "patient_id" not in listed and list(listed["selection_order"]) == list(range(1, 31))
+
+
+def test_draw_is_numpy_choice_over_the_frame_sorted_by_claim_id():
+    """The documented procedure, worked independently: sort the ids, number them 1..N, take
+    default_rng(seed).choice(N, n, replace=False) as 0-based frame indexes; stratified, the strata in
+    sorted order draw ranks within their own sorted ids from the same generator."""
+    ids = [f"K{i:02d}" for i in (7, 3, 11, 0, 5, 9, 1, 10, 4, 8, 2, 6)]
+    strata = ["b" if int(i[1:]) % 3 == 0 else "a" for i in ids]
+    universe = pd.DataFrame({"claim_id": ids, "stratum": strata})
+    ordered = sorted(ids)
+    picked = np.random.default_rng(99).choice(12, size=4, replace=False)
+    sample, _ = draw_sample(universe, 4, seed=99)
+    assert sample["claim_id"].tolist() == [ordered[k] for k in picked]
+    assert sample["frame_position"].tolist() == [k + 1 for k in picked]
+    assert sample["selection_order"].tolist() == [1, 2, 3, 4]
+
+    rng = np.random.default_rng(5)
+    a = [c for c in ordered if int(c[1:]) % 3]          # 8 claims in stratum a
+    b = [c for c in ordered if int(c[1:]) % 3 == 0]     # 4 claims in stratum b
+    expected = [a[k] for k in rng.choice(8, size=3, replace=False)] + [b[k] for k in rng.choice(4, size=2,
+                                                                                               replace=False)]
+    sample, description = draw_sample(universe, seed=5, stratum="stratum", sizes={"a": 3, "b": 2})
+    assert sample["claim_id"].tolist() == expected
+    assert sample["frame_position"].tolist() == [ordered.index(c) + 1 for c in expected]
+    assert [s["universe_count"] for s in description["strata"]] == [8, 4]
