@@ -311,10 +311,13 @@ BILLED_VALIDATION_SCHEMA = (
     "difference DOUBLE")
 BILLED_VALIDATION_COLUMNS = [c.split()[0] for c in BILLED_VALIDATION_SCHEMA.split(", ")]
 
-# Claims per chunk (a range of claim_ids: one step of a scale-out run) and per record batch
-# through the grouper inside a chunk. Memory follows the batch, not the period: ~1 GB at 250,000.
-UNIVERSE_CHUNK_CLAIMS = 1_000_000
-UNIVERSE_BATCH_CLAIMS = 250_000
+# Claims per chunk (a range of claim_ids) and per record batch through the grouper inside a chunk.
+# Memory follows these, not the period: DuckDB holds one chunk's code lists (~0.45 GB at 500,000),
+# Python one batch with its grouper answers (~0.5 GB at 125,000). Regrouping 3M claims peaked at
+# 1.7 GB with the grouper workers, against 2.3 GB at 1,000,000 / 250,000, in about the same time.
+# A scale-out step's chunk is its own setting (`UniverseRegroupConfig.chunk_claims`).
+UNIVERSE_CHUNK_CLAIMS = 500_000
+UNIVERSE_BATCH_CLAIMS = 125_000
 
 
 def universe_chunks(con: duckdb.DuckDBPyConnection, audit_period: str,
