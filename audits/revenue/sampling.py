@@ -1,9 +1,9 @@
 """Drawing the next audit sample from a claims universe: simple or stratified random, reproducible.
 
 The frame is the universe sorted by claim id (so the same universe in another row order gives the
-same sample) and numbered 1..N, as RAT-STATS numbers a frame; the numbering and the fetch of the drawn
-rows are DuckDB SQL, so the universe stays in DuckDB whatever its size. Draws use numpy's default_rng(seed)
-(PCG64) without replacement; strata are drawn one after another in sorted stratum order from the
+same sample) and numbered 1..N, as RAT-STATS numbers a frame; the numbering and the fetch of the
+drawn rows are DuckDB SQL, so the universe stays in DuckDB whatever its size. Draws use numpy's
+default_rng(seed) (PCG64) without replacement; strata are drawn one after another in sorted stratum order from the
 same generator. The description returned with the sample (seed, method, universe size, per-stratum
 counts) is what the audit file records so anyone can redraw the same claims.
 """
@@ -48,8 +48,8 @@ def draw_sample(universe: pd.DataFrame, sample_size: int | None = None, *, seed:
     con = duckdb.connect()
     try:
         con.register("universe_frame", universe)
-        return draw_from_table(con, "SELECT * FROM universe_frame", sample_size, seed=seed, stratum=stratum, sizes=sizes,
-                               id_column=id_column, minimum_per_stratum=minimum_per_stratum)
+        return draw_from_table(con, "SELECT * FROM universe_frame", sample_size, seed=seed, stratum=stratum,
+                               sizes=sizes, id_column=id_column, minimum_per_stratum=minimum_per_stratum)
     finally:
         con.close()
 
@@ -57,7 +57,8 @@ def draw_sample(universe: pd.DataFrame, sample_size: int | None = None, *, seed:
 def draw_from_table(con: duckdb.DuckDBPyConnection, source: str, sample_size: int | None = None, *, seed: int,
                     stratum: str | None = None, sizes: Mapping | None = None, id_column: str = "claim_id",
                     minimum_per_stratum: int = 2, params: dict | None = None) -> tuple[pd.DataFrame, dict]:
-    """Draw the sample from `source` (a SELECT of the universe's rows; `params` its parameters); returns (sample rows with frame_position and selection_order, description).
+    """Draw the sample from `source` (a SELECT of the universe's rows; `params` its parameters);
+    returns (sample rows with frame_position and selection_order, description).
 
     Simple random: `sample_size`. Stratified: `stratum` (a column) with either `sizes` per stratum
     or `sample_size` allocated proportionally (`allocate_proportional`). Only the drawn rows leave
