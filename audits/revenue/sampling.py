@@ -3,8 +3,8 @@
 The frame is the universe sorted by claim id (so the same universe in another row order gives the
 same sample) and numbered 1..N, as RAT-STATS numbers a frame; the numbering and the fetch of the
 drawn rows are DuckDB SQL, so the universe stays in DuckDB whatever its size. Draws use numpy's
-default_rng(seed) (PCG64) without replacement; strata are drawn one after another in sorted stratum order from the
-same generator. The description returned with the sample (seed, method, universe size, per-stratum
+default_rng(seed) (PCG64) without replacement; strata are drawn one after another in sorted
+stratum order from the same generator. The description returned with the sample (seed, method, universe size, per-stratum
 counts) is what the audit file records so anyone can redraw the same claims.
 """
 
