@@ -422,12 +422,11 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                          {whole_number_sql('age')} AS age_t,
                          upper(sex) AS sex_n, {discharge_status_sql('discharge_status')} AS discharge_status_n,
                          {drg_sql('billed_drg')} AS billed_drg_n,
-                         s.claim_id IS NULL OR p.claim_id IS NOT NULL AS has_principal_dx
+                         s.claim_id IS NULL OR s.claim_id IN (SELECT claim_id FROM {entity}_code_keys
+                             WHERE kind = 'dx' AND position_t = 1 AND claim_id IS NOT NULL) AS has_principal_dx
                   FROM stg_claims s
                   LEFT JOIN claims_dates a ON a._source_file = s._source_file AND a.v = s.admit_date
-                  LEFT JOIN claims_dates d ON d._source_file = s._source_file AND d.v = s.discharge_date
-                  LEFT JOIN (SELECT DISTINCT claim_id FROM claims_code_keys WHERE kind = 'dx' AND position_t = 1) p
-                      USING (claim_id))""")
+                  LEFT JOIN claims_dates d ON d._source_file = s._source_file AND d.v = s.discharge_date)""")
     else:
         # One IN per source, not one IN over their UNION: no de-duplication of a million claim_ids.
         known = "s.claim_id IN (SELECT claim_id FROM ok_claims)"
@@ -443,10 +442,9 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                        AS claim_known,
                    s.claim_id IN (SELECT claim_id FROM v_claims) AND s.claim_id NOT IN (SELECT claim_id FROM ok_claims)
                        AND s.claim_id NOT IN (SELECT claim_id FROM {published_claims or 'ok_claims'}) AS claim_rejected,
-                   s.claim_id IS NULL OR p.claim_id IS NOT NULL AS has_principal_dx
-            FROM stg_reviews s
-            LEFT JOIN (SELECT DISTINCT claim_id FROM reviews_code_keys WHERE kind = 'dx' AND position_t = 1) p
-                USING (claim_id)""")
+                   s.claim_id IS NULL OR s.claim_id IN (SELECT claim_id FROM {entity}_code_keys
+                             WHERE kind = 'dx' AND position_t = 1 AND claim_id IS NOT NULL) AS has_principal_dx
+            FROM stg_reviews s""")
     # The rejected value is the row's own text in the rule's column (none for dx1: codes are apart).
     staged = [r[0] for r in con.execute(f"DESCRIBE stg_{entity}").fetchall()]
     value = " ".join(f"WHEN '{c}' THEN CAST(c.\"{c}\" AS VARCHAR)" for c in staged
@@ -482,12 +480,16 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                    _source_file AS source_file, _source_row AS source_row, extra_columns
             FROM v_reviews ANTI JOIN failed_now USING (claim_id) WHERE claim_id IS NOT NULL""")
     # A view: the accepted code rows are written once, where the load stages them for publishing.
+    # A wide file's code rows come from its header rows, so theirs are the claims not rejected:
+    # an anti join with the few rejected, not a join with every accepted claim.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {entity}_rejected_ids AS SELECT claim_id FROM failed_now")
+    accepted = (f"ANTI JOIN {entity}_rejected_ids USING (claim_id) WHERE claim_id IS NOT NULL AND"
+                if layout == "wide" else f"SEMI JOIN ok_{entity} USING (claim_id) WHERE")
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW ok_{entity}_codes AS
         SELECT {"" if unique_positions else "DISTINCT ON (claim_id, kind, position_t)"}
                claim_id, kind, position_t AS position, code, CASE WHEN kind = 'dx' THEN poa END AS poa
-        FROM {entity}_code_keys SEMI JOIN ok_{entity} USING (claim_id)
-        WHERE code IS NOT NULL""")
+        FROM {entity}_code_keys {accepted} code IS NOT NULL""")
     con.unregister("failed_now")
     return failures
 
