@@ -10,6 +10,8 @@ One file; every writer opens it, works, and closes it (DuckDB allows one writer 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import duckdb
 
@@ -20,6 +22,28 @@ MEMORY_LIMIT = os.environ.get("CODING_AUDIT_DUCKDB_MEMORY", "1536MB")
 
 def connection_config() -> dict:
     return {"memory_limit": MEMORY_LIMIT}
+
+
+@contextmanager
+def unordered(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Statements whose rows' order nothing reads (tables read by key, rejections sorted where they
+    are listed): DuckDB then writes them in parallel as they come, instead of holding rows back to
+    keep their order, which past the memory limit spills (`preserve_insertion_order`)."""
+    before = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute(f"SET preserve_insertion_order = {'true' if before else 'false'}")
+
+
+def drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop TEMP table or view `name` if there is one (a layout may stage its code rows as a view)."""
+    kinds = con.execute("SELECT 'TABLE' FROM duckdb_tables() WHERE temporary AND table_name = $n UNION ALL "
+                        "SELECT 'VIEW' FROM duckdb_views() WHERE temporary AND view_name = $n", {"n": name}).fetchall()
+    quoted = '"' + name.replace('"', '""') + '"'
+    for (kind,) in kinds:
+        con.execute(f"DROP {kind} {quoted}")
 
 
 SCHEMA = {

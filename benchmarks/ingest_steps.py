@@ -2,7 +2,8 @@
 
 Loads DIR/claims.csv and DIR/reviews.csv (e.g. from `benchmarks/run_all.py --keep` or
 `benchmarks/replicate.py`) into a fresh warehouse through a connection that times every SQL
-statement, then prints the slowest statements, the SQL and whole-load totals and the peak memory.
+statement, then prints the slowest statements (wall and CPU seconds: on a shared machine the CPU
+time is the steadier figure), the SQL and whole-load totals, the peak memory and the load average.
 
     .venv/bin/python benchmarks/ingest_steps.py DIR [--top 20] [--universe]
 """
@@ -10,12 +11,19 @@ statement, then prints the slowest statements, the SQL and whole-load totals and
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import tempfile
 import time
 from pathlib import Path
 
 import duckdb
+
+
+def _cpu() -> float:
+    """CPU seconds of this process, all threads: less disturbed than wall time on a shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class TimedConnection:
@@ -25,9 +33,9 @@ class TimedConnection:
         self._con, self.timings = con, []
 
     def execute(self, sql, *args):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu()
         result = self._con.execute(sql, *args)
-        self.timings.append((time.perf_counter() - started, " ".join(str(sql).split())))
+        self.timings.append((time.perf_counter() - started, _cpu() - cpu, " ".join(str(sql).split())))
         return result
 
     def __getattr__(self, name):
@@ -49,14 +57,17 @@ def main() -> None:
         claims = str(args.input / "claims.csv")
         files = InputFiles(claims=[claims], reviews=[str(args.input / "reviews.csv")],
                            universe=[claims] if args.universe else [])
-        started = time.perf_counter()
+        load_before = os.getloadavg()
+        started, cpu = time.perf_counter(), _cpu()
         result = load(con, files, "2026-11")
-        total = time.perf_counter() - started
-        for seconds, sql in sorted(con.timings, reverse=True)[:args.top]:
-            print(f"{seconds:7.2f} s  {sql[:150]}")
-        print(f"SQL {sum(s for s, _ in con.timings):.1f} s, whole load {total:.1f} s "
-              f"({result.claims_loaded / total:,.0f} claims/s), peak "
-              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+        total, cpu = time.perf_counter() - started, _cpu() - cpu
+        for seconds, cpu_seconds, sql in sorted(con.timings, reverse=True)[:args.top]:
+            print(f"{seconds:7.2f} s {cpu_seconds:6.2f} cpu-s  {sql[:140]}")
+        load_after = os.getloadavg()
+        print(f"SQL {sum(t[0] for t in con.timings):.1f} s, whole load {total:.1f} s "
+              f"({result.claims_loaded / total:,.0f} claims/s), CPU {cpu:.1f} s, peak "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB, load average "
+              f"{load_before[0]:.2f} before, {load_after[0]:.2f} after")
         con.close()
 
 

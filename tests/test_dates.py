@@ -104,3 +104,23 @@ def test_review_dates_are_resolved_per_file_too(tmp_path):
     result, _, con = _load(tmp_path, rows, date_format="mdy",
                            reviews=[review("C1", ["I50.23"], review_date="03/04/2026")])
     assert con.execute("SELECT review_date FROM reviews").fetchone()[0] == dt.date(2026, 3, 4)
+
+
+def test_each_distinct_date_text_is_parsed_once_per_file_as_that_file_reads_it():
+    """`parse_dates_once` (issue 17: a million claims' dates parsed as a few thousand texts): one
+    row per distinct (file, text) of both columns, read as `parse_date_sql` reads them. By hand:
+    in a.csv (day first) 03/04/2025 is 3 April 2025; in b.csv (month first) it is 4 March 2025;
+    2025-02-30 does not exist and 1850-01-01 is before 1900: both NULL (invalid_date). Blank
+    dates are not listed; 2025-04-03 appears in both columns of a.csv but is listed once."""
+    from audits.ingest.validation import parse_dates_once
+
+    con = duckdb.connect(":memory:")
+    con.execute("""CREATE TABLE t AS SELECT * FROM (VALUES
+        ('a.csv', '03/04/2025', '2025-04-03'), ('a.csv', '2025-04-03', NULL),
+        ('b.csv', '03/04/2025', '2025-02-30'), ('b.csv', '1850-01-01', '20250131'))
+        AS v(_source_file, admit_date, discharge_date)""")
+    parse_dates_once(con, "t", ["admit_date", "discharge_date"], {"a.csv": "dmy", "b.csv": "mdy"}, "parsed")
+    assert sorted(con.execute("SELECT _source_file, v, t FROM parsed").fetchall(), key=str) == sorted([
+        ("a.csv", "03/04/2025", dt.date(2025, 4, 3)), ("a.csv", "2025-04-03", dt.date(2025, 4, 3)),
+        ("b.csv", "03/04/2025", dt.date(2025, 3, 4)), ("b.csv", "2025-02-30", None),
+        ("b.csv", "1850-01-01", None), ("b.csv", "20250131", dt.date(2025, 1, 31))], key=str)

@@ -24,8 +24,8 @@ from audits.revenue.grouping import msdrg_versions
 from audits.ingest.readers import InputFiles, stage_inputs
 from audits.staging import STAGE, direct_publish, stage_rows
 from audits.ingest.universe import stage_universe
-from audits.ingest.validation import validate_load
-from audits.warehouse import SCHEMA, ensure_schema
+from audits.ingest.validation import preload_gx, validate_load
+from audits.warehouse import SCHEMA, ensure_schema, unordered
 
 
 class TooManyRejectedError(InputError):
@@ -84,6 +84,7 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
     `audits.revenue.coverage`): else InputError, and nothing is published."""
     step = progress or (lambda done, total: None)
     step(0, 4)
+    preload_gx()
     if STAGE not in {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}:
         ensure_schema(con)
     staged = stage_inputs(con, files)
@@ -150,7 +151,7 @@ def _publish(con: duckdb.DuckDBPyConnection, result: LoadResult, files: InputFil
     values = {"p": period, "l": result.load_id}
     in_period = f"audit_period = '{p}'"
     try:
-        with direct_publish(con):
+        with unordered(con), direct_publish(con):  # published tables are read by key, never by order
             # claim_codes first: its condition reads the published claims and reviews it replaces.
             stage_rows(con, "claim_codes", """
                 SELECT claim_id, 'original' AS side, kind, position, code, poa FROM ok_claims_codes

@@ -14,7 +14,8 @@ import pandas as pd
 from audits.ingest.readers.base import _quote_ident, read_raw, require_columns
 from audits.ingest.dates import accepted_formats, slash_date_orders
 from audits.ingest.validation import (DistinctCheck, Rule, _gx, check_distinct, date_check, discharge_status_sql,
-                                      drg_sql, once, parse_date_sql, present, whole_number_sql)
+                                      drg_sql, once, parse_date_sql, parse_dates_once, present,
+                                      whole_number_sql)
 
 UNIVERSE_COLUMNS = ("claim_id", "facility_id", "admit_date", "discharge_date", "discharge_status", "age", "sex",
                     "payer", "coder_id", "service_line", "billed_drg", "stratum")
@@ -53,15 +54,17 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_forma
         CASE f."column" WHEN 'claim_id' THEN c.claim_id ELSE c.discharge_date END AS value, f.reason""",
                                 "c._source_file, c._source_row")
     con.register("universe_rejected", rejections[["source_file", "row"]])
+    parse_dates_once(con, "stg_universe", ["admit_date", "discharge_date"], orders, "universe_dates")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE ok_universe AS
-        SELECT s.claim_id, s.facility_id, {parse_date_sql('s.admit_date', orders, 's._source_file')} AS admit_date,
-               {parse_date_sql('s.discharge_date', orders, 's._source_file')} AS discharge_date,
+        SELECT s.claim_id, s.facility_id, a.t AS admit_date, d.t AS discharge_date,
                {discharge_status_sql('s.discharge_status')} AS discharge_status,
                {whole_number_sql('s.age')} AS age, upper(s.sex) AS sex, s.payer, s.coder_id, s.service_line,
                {drg_sql('s.billed_drg')} AS billed_drg, s.stratum,
                s._source_file AS source_file, s._source_row AS source_row
         FROM stg_universe s
+        LEFT JOIN universe_dates a ON a._source_file = s._source_file AND a.v = s.admit_date
+        LEFT JOIN universe_dates d ON d._source_file = s._source_file AND d.v = s.discharge_date
         ANTI JOIN universe_rejected r ON r.source_file = s._source_file AND r."row" = s._source_row""")
     con.unregister("universe_rejected")
     return rejections[columns]

@@ -10,6 +10,8 @@ computed in DuckDB SQL. Failing values are joined back to their rows set-based.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Callable
@@ -25,12 +27,17 @@ from audits.ingest.code_validity import code_validity  # noqa: E402
 from audits.contract import (AGE_MAX, AGE_MIN, DISCHARGE_STATUS_VALUES, MAX_POSITIONS,  # noqa: E402
                              SEX_VALUES)
 from audits.ingest.dates import accepted_formats, parse_date_sql, slash_date_orders  # noqa: E402,F401 - re-exported
+from audits.warehouse import unordered  # noqa: E402
 
 # Readers may stage their own findings (stg_<entity>_findings); validation quarantines them.
 READER_FINDINGS = True
 # Reader findings that reject a record as a whole (a FHIR resource its model rejects): the blanks
 # the reader staged for it are not listed as further rejections; the finding is its one row.
 WHOLE_RECORD_RULES = ("invalid_fhir_resource",)
+
+# Column of `stg_<entity>_codes` where each code row carries its own row's raw discharge date (the
+# wide layout's claims, NULL where the row has no claim_id), so no join dates it.
+ROW_DISCHARGE_DATE = "_row_discharge_date"
 
 REJECTION_COLUMNS = ["entity", "source_file", "row", "claim_id", "column", "rule", "value", "reason"]
 
@@ -49,6 +56,14 @@ class Rule:
 def _gx():
     import great_expectations as gx
     return gx
+
+
+def preload_gx() -> None:
+    """Import Great Expectations in the background (a fixed ~3 s of Python imports, most of a
+    small load's time) while DuckDB, which releases the GIL, reads the files; the first rule to
+    run waits for it."""
+    if "great_expectations.expectations" not in sys.modules:
+        threading.Thread(target=lambda: _gx().expectations, name="preload-gx", daemon=True).start()
 
 
 def whole_number_sql(column: str) -> str:
@@ -124,9 +139,10 @@ class DistinctCheck:
 
 
 def check_distinct(con: duckdb.DuckDBPyConnection, table: str, checks: list[DistinctCheck],
-                   row_columns: str, order: str) -> pd.DataFrame:
+                   row_columns: str, order: str, rows_table: str | None = None) -> pd.DataFrame:
     """Run `checks` over `table`; return one row per (failing row, rule): `row_columns` (SQL over
-    the row `c` and the rule `f`: f.rule, f."column", f.reason), in rule order then `order`."""
+    the row `c` and the rule `f`: f.rule, f."column", f.reason), in rule order then `order`.
+    `rows_table`: the same rows with more columns, to name the failing ones from (default `table`)."""
     failed, frames = [], []
     for i, check in enumerate(checks):
         where = f"WHERE {check.where}" if check.where else ""
@@ -145,7 +161,7 @@ def check_distinct(con: duckdb.DuckDBPyConnection, table: str, checks: list[Dist
         failed.append(found[["_check", "_key", "_rank", "rule", "column", "reason"]])
     try:
         if not failed:
-            return con.execute(f"SELECT {row_columns} FROM {table} c, (SELECT NULL AS rule, NULL AS \"column\", "
+            return con.execute(f"SELECT {row_columns} FROM {rows_table or table} c, (SELECT NULL AS rule, NULL AS \"column\", "
                                "NULL AS reason) f LIMIT 0").df()
         con.register("failed_values", pd.concat(failed, ignore_index=True))
         names = ", ".join(f"_order_{n}" for n, _ in enumerate(order.split(",")))
@@ -159,7 +175,7 @@ def check_distinct(con: duckdb.DuckDBPyConnection, table: str, checks: list[Dist
             on = " AND ".join(f'v."{name}" IS NOT DISTINCT FROM c."_k_{name}"' for name in check.keys)
             parts.append(f"""
                 SELECT {row_columns}, f._rank AS _rank, {sorting}
-                FROM (SELECT *, {keys} FROM {table} {where}) c
+                FROM (SELECT *, {keys} FROM {rows_table or table} {where}) c
                 JOIN {frames[i]} v ON {on}
                 JOIN failed_values f ON f._check = {i} AND f._key = v._key""")
         rows = con.execute(f"SELECT * EXCLUDE (_rank, {names}) FROM ({' UNION ALL '.join(parts)}) "
@@ -169,6 +185,16 @@ def check_distinct(con: duckdb.DuckDBPyConnection, table: str, checks: list[Dist
     finally:
         for frame_table in frames:
             con.execute(f"DROP TABLE IF EXISTS {frame_table}")
+
+
+def parse_dates_once(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], orders: dict,
+                     name: str) -> None:
+    """TEMP table `name` (_source_file, v, t): each distinct text `v` of the date `columns` of
+    `table`, per file, and its date `t` as `parse_date_sql` reads it (NULL: not a date). Joined on
+    (_source_file, v), it parses a million claims' dates as a few thousand texts."""
+    texts = " UNION ".join(f"SELECT DISTINCT _source_file, {c} AS v FROM {table} WHERE {c} IS NOT NULL" for c in columns)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT _source_file, v, {parse_date_sql('v', orders)} AS t "
+                f"FROM ({texts})")
 
 
 def present(column: str) -> str:
@@ -293,9 +319,10 @@ def _code_row_checks(layout_long: bool) -> list[tuple[DistinctCheck, str, str]]:
 
 
 def _validate_code_rows(con: duckdb.DuckDBPyConnection, entity: str, layout_long: bool) -> pd.DataFrame:
-    out = [check_distinct(con, f"v_{entity}_codes" if "has_header" in check.keys else f"v_{entity}_code_rows", [check],
+    out = [check_distinct(con, f"v_{entity}_codes" if "has_header" in check.keys else f"{entity}_code_keys", [check],
                           f'c._source_file, c._source_row, c.claim_id, {column} AS "column", f.rule, '
-                          f"{value} AS value, f.reason", "c._source_file, c._source_row")
+                          f"{value} AS value, f.reason", "c._source_file, c._source_row",
+                          rows_table=f"v_{entity}_codes" if "has_header" in check.keys else f"v_{entity}_code_rows")
            for check, column, value in _code_row_checks(layout_long)]
     columns = ["_source_file", "_source_row", "claim_id", "column", "rule", "value", "reason"]
     out = [frame for frame in out if len(frame)]
@@ -318,83 +345,106 @@ def validate_load(con: duckdb.DuckDBPyConnection, published_claims: str | None =
     orders = {entity: slash_date_orders(con, f"stg_{entity}", columns, date_format, warnings)
               for entity, columns in (("claims", ["admit_date", "discharge_date"]), ("reviews", ["review_date"]))}
     layouts = layouts or {}
-    rejections = [_validate_entity(con, "claims", published_claims, orders["claims"],
-                                   layouts.get("claims") in UNIQUE_POSITION_LAYOUTS)]
-    rejections.append(_validate_entity(con, "reviews", published_claims, orders["reviews"],
-                                       layouts.get("reviews") in UNIQUE_POSITION_LAYOUTS))
+    rejections = [_validate_entity(con, entity, published_claims, orders[entity], layouts.get(entity))
+                  for entity in ("claims", "reviews")]
     return pd.concat(rejections, ignore_index=True)[REJECTION_COLUMNS]
 
 
 def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_claims: str | None,
-                     orders: dict | None = None, unique_positions: bool = False) -> pd.DataFrame:
+                     orders: dict | None = None, layout: str | None = None) -> pd.DataFrame:
     orders = orders or {}
+    unique_positions = layout in UNIQUE_POSITION_LAYOUTS
     codes_tbl = f"stg_{entity}_codes"
+    # Code rows that carry their own row's discharge date (the wide layout's claims) are dated by
+    # it, without a join.
+    own_dates = ROW_DISCHARGE_DATE in {r[0] for r in con.execute(f"DESCRIBE {codes_tbl}").fetchall()}
     # Codes: normalise, attach the discharge date that decides their validity.
     if entity == "claims":
         date_source = f"(SELECT claim_id, {parse_date_sql('discharge_date', orders)} AS discharge_date FROM stg_claims)"
     else:
         published = (f"UNION ALL SELECT claim_id, discharge_date FROM {published_claims}"
                      if published_claims else "")
-        date_source = (f"(SELECT claim_id, discharge_date FROM ok_claims {published})")
+        # Only the claims this load's code rows name (a review load is small beside the claims).
+        date_source = (f"(SELECT claim_id, discharge_date FROM (SELECT claim_id, discharge_date FROM ok_claims "
+                       f"{published}) SEMI JOIN (SELECT DISTINCT claim_id FROM {codes_tbl}) USING (claim_id))")
     # Per claim, not per code row: the discharge date and MS-DRG version (one small table); for
-    # claims the date source is the header file itself, so a claim with a date row has a header
-    # row. The code rows (~10 per claim) are normalised once into a table, without the dates;
-    # `v_<entity>_codes` adds them by a join only where a rule needs them (code validity, header).
+    # claims the date source is the header file itself, so a claim with a date row has a header row.
+    # The code rows (~10 per claim) are normalised into one table of what the rules and publishing
+    # read (`<entity>_code_keys`); the view `v_<entity>_code_rows` has every column, for naming
+    # the file, row and raw value of the few that fail, and `v_<entity>_codes` adds the dates.
     header = ("d.claim_id IS NOT NULL" if entity == "claims" else
               f"coalesce(c.claim_id IN (SELECT claim_id FROM stg_{entity}), false)")
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE {entity}_code_dates AS
-        SELECT claim_id, discharge_date, {drg_version_sql('discharge_date')} AS drg_version
-        FROM (SELECT DISTINCT ON (claim_id) claim_id, discharge_date FROM {date_source})""")
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE v_{entity}_code_rows AS
+    if not own_dates:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE {entity}_code_dates AS
+            SELECT claim_id, discharge_date, {drg_version_sql('discharge_date')} AS drg_version
+            FROM (SELECT DISTINCT ON (claim_id) claim_id, discharge_date FROM {date_source})""")
+    normalised = f"""
         SELECT c.* EXCLUDE (code), c.code, {normalise_poa_sql('c.poa_raw')} AS poa, c.position AS position_t
         FROM (SELECT *, {normalise_code_sql('code_raw')} AS code FROM {codes_tbl}) c
-        WHERE c.code IS NOT NULL OR c.position IS NULL""")
-    con.execute(f"""
-        CREATE OR REPLACE TEMP VIEW v_{entity}_codes AS
-        SELECT c.*, d.discharge_date, d.drg_version, {header} AS has_header
-        FROM v_{entity}_code_rows c LEFT JOIN {entity}_code_dates d USING (claim_id)""")
-    code_failures = _validate_codes(con, entity)
-    layout_long = bool(con.execute(
-        f"SELECT count(*) FROM {codes_tbl} WHERE _source_column IN ('code', 'position')").fetchall()[0][0])
+        WHERE c.code IS NOT NULL OR c.position IS NULL"""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW v_{entity}_code_rows AS {normalised}")
+    with unordered(con):  # the one copy of the code rows: the rules and publishing read them by key
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE {entity}_code_keys AS
+            SELECT claim_id, kind, position_t, code, poa, _source_file{f", {ROW_DISCHARGE_DATE}" if own_dates else ""}
+            FROM ({normalised})""")
+    if own_dates:
+        row_date = parse_date_sql(ROW_DISCHARGE_DATE, orders)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP VIEW v_{entity}_codes AS
+            SELECT c.*, {row_date} AS discharge_date, {drg_version_sql(row_date)} AS drg_version,
+                   c.claim_id IS NOT NULL AS has_header
+            FROM v_{entity}_code_rows c""")
+    else:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP VIEW v_{entity}_codes AS
+            SELECT c.*, d.discharge_date, d.drg_version, {header} AS has_header
+            FROM v_{entity}_code_rows c LEFT JOIN {entity}_code_dates d USING (claim_id)""")
+    code_failures = _validate_codes(con, entity, orders if own_dates else None)
+    if layout in UNIQUE_POSITION_LAYOUTS:
+        layout_long = layout == "long"
+    else:  # readers of other layouts may name a long file's columns
+        layout_long = con.execute(f"SELECT EXISTS (SELECT 1 FROM {codes_tbl} "
+                                  "WHERE _source_column IN ('code', 'position'))").fetchall()[0][0]
     row_failures = _validate_code_rows(con, entity, layout_long)
     code_level = pd.concat([code_failures, row_failures], ignore_index=True)
 
     # Header rows: per-row values and verdicts in SQL; GX on their distinct values (`check_distinct`).
     if entity == "claims":
+        parse_dates_once(con, "stg_claims", ["admit_date", "discharge_date"], orders, "claims_dates")
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE v_claims AS
-            SELECT s.*, s.rowid AS _staged_order, {parse_date_sql('admit_date', orders)} AS admit_date_t,
-                   {parse_date_sql('discharge_date', orders)} AS discharge_date_t,
-                   admit_date IS NULL OR {parse_date_sql('admit_date', orders)} IS NOT NULL AS admit_date_ok,
-                   discharge_date IS NULL OR {parse_date_sql('discharge_date', orders)} IS NOT NULL AS discharge_date_ok,
-                   {whole_number_sql('age')} AS age_t,
-                   age IS NULL OR {whole_number_sql('age')} IS NOT NULL AS age_ok,
-                   upper(sex) AS sex_n, {discharge_status_sql('discharge_status')} AS discharge_status_n,
-                   {drg_sql('billed_drg')} AS billed_drg_n,
-                   s.claim_id IS NULL OR p.claim_id IS NOT NULL AS has_principal_dx
-            FROM stg_claims s
-            LEFT JOIN (SELECT DISTINCT claim_id FROM v_claims_code_rows WHERE kind = 'dx' AND position_t = 1) p
-                USING (claim_id)""")
+            SELECT *, admit_date IS NULL OR admit_date_t IS NOT NULL AS admit_date_ok,
+                   discharge_date IS NULL OR discharge_date_t IS NOT NULL AS discharge_date_ok,
+                   age IS NULL OR age_t IS NOT NULL AS age_ok
+            FROM (SELECT s.*, s.rowid AS _staged_order, a.t AS admit_date_t, d.t AS discharge_date_t,
+                         {whole_number_sql('age')} AS age_t,
+                         upper(sex) AS sex_n, {discharge_status_sql('discharge_status')} AS discharge_status_n,
+                         {drg_sql('billed_drg')} AS billed_drg_n,
+                         s.claim_id IS NULL OR s.claim_id IN (SELECT claim_id FROM {entity}_code_keys
+                             WHERE kind = 'dx' AND position_t = 1 AND claim_id IS NOT NULL) AS has_principal_dx
+                  FROM stg_claims s
+                  LEFT JOIN claims_dates a ON a._source_file = s._source_file AND a.v = s.admit_date
+                  LEFT JOIN claims_dates d ON d._source_file = s._source_file AND d.v = s.discharge_date)""")
     else:
-        known = "SELECT claim_id FROM ok_claims"
+        # One IN per source, not one IN over their UNION: no de-duplication of a million claim_ids.
+        known = "s.claim_id IN (SELECT claim_id FROM ok_claims)"
         if published_claims:
-            known += f" UNION SELECT claim_id FROM {published_claims}"
+            known += f" OR s.claim_id IN (SELECT claim_id FROM {published_claims})"
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE v_reviews AS
             SELECT s.*, s.rowid AS _staged_order, {parse_date_sql('review_date', orders)} AS review_date_t,
                    review_date IS NULL OR {parse_date_sql('review_date', orders)} IS NOT NULL AS review_date_ok,
                    {discharge_status_sql('discharge_status')} AS discharge_status_n,
                    {drg_sql('reviewer_drg')} AS reviewer_drg_n,
-                   s.claim_id IS NULL OR s.claim_id IN ({known}) OR s.claim_id IN (SELECT claim_id FROM v_claims)
+                   s.claim_id IS NULL OR {known} OR s.claim_id IN (SELECT claim_id FROM v_claims)
                        AS claim_known,
                    s.claim_id IN (SELECT claim_id FROM v_claims) AND s.claim_id NOT IN (SELECT claim_id FROM ok_claims)
                        AND s.claim_id NOT IN (SELECT claim_id FROM {published_claims or 'ok_claims'}) AS claim_rejected,
-                   s.claim_id IS NULL OR p.claim_id IS NOT NULL AS has_principal_dx
-            FROM stg_reviews s
-            LEFT JOIN (SELECT DISTINCT claim_id FROM v_reviews_code_rows WHERE kind = 'dx' AND position_t = 1) p
-                USING (claim_id)""")
+                   s.claim_id IS NULL OR s.claim_id IN (SELECT claim_id FROM {entity}_code_keys
+                             WHERE kind = 'dx' AND position_t = 1 AND claim_id IS NOT NULL) AS has_principal_dx
+            FROM stg_reviews s""")
     # The rejected value is the row's own text in the rule's column (none for dx1: codes are apart).
     staged = [r[0] for r in con.execute(f"DESCRIBE stg_{entity}").fetchall()]
     value = " ".join(f"WHEN '{c}' THEN CAST(c.\"{c}\" AS VARCHAR)" for c in staged
@@ -429,12 +479,17 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                    reviewer_drg_n AS reviewer_drg, notes,
                    _source_file AS source_file, _source_row AS source_row, extra_columns
             FROM v_reviews ANTI JOIN failed_now USING (claim_id) WHERE claim_id IS NOT NULL""")
+    # A view: the accepted code rows are written once, where the load stages them for publishing.
+    # A wide file's code rows come from its header rows, so theirs are the claims not rejected:
+    # an anti join with the few rejected, not a join with every accepted claim.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {entity}_rejected_ids AS SELECT claim_id FROM failed_now")
+    accepted = (f"ANTI JOIN {entity}_rejected_ids USING (claim_id) WHERE claim_id IS NOT NULL AND"
+                if layout == "wide" else f"SEMI JOIN ok_{entity} USING (claim_id) WHERE")
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE ok_{entity}_codes AS
+        CREATE OR REPLACE TEMP VIEW ok_{entity}_codes AS
         SELECT {"" if unique_positions else "DISTINCT ON (claim_id, kind, position_t)"}
                claim_id, kind, position_t AS position, code, CASE WHEN kind = 'dx' THEN poa END AS poa
-        FROM v_{entity}_code_rows SEMI JOIN ok_{entity} USING (claim_id)
-        WHERE code IS NOT NULL""")
+        FROM {entity}_code_keys {accepted} code IS NOT NULL""")
     con.unregister("failed_now")
     return failures
 
@@ -450,12 +505,23 @@ def _reader_findings(con: duckdb.DuckDBPyConnection, entity: str) -> pd.DataFram
     return con.execute("SELECT " + ", ".join(f'"{c}"' for c in columns) + f" FROM stg_{entity}_findings").df()
 
 
-def _validate_codes(con: duckdb.DuckDBPyConnection, entity: str) -> pd.DataFrame:
-    """Shape and validity of each distinct (kind, code, version), then joined back to the rows."""
+def _validate_codes(con: duckdb.DuckDBPyConnection, entity: str, own_dates: dict | None = None) -> pd.DataFrame:
+    """Shape and validity of each distinct (kind, code, version), then joined back to the rows.
+    `own_dates` (the slash-date orders) where the code rows carry their row's discharge date: the
+    distinct (code, raw date) come first, each date parsed once."""
+    if own_dates is None:
+        source = f"""SELECT kind, code, d.drg_version, d.discharge_date
+                     FROM {entity}_code_keys LEFT JOIN {entity}_code_dates d USING (claim_id) WHERE code IS NOT NULL"""
+    else:
+        date = parse_date_sql(ROW_DISCHARGE_DATE, own_dates)
+        source = f"""
+            SELECT kind, code, {drg_version_sql('discharge_date')} AS drg_version, discharge_date
+            FROM (SELECT kind, code, {date} AS discharge_date
+                  FROM (SELECT DISTINCT kind, code, _source_file, {ROW_DISCHARGE_DATE}
+                        FROM {entity}_code_keys WHERE code IS NOT NULL))"""
     distinct = con.execute(f"""
         SELECT kind, code, drg_version, min(discharge_date) AS discharge_date
-        FROM v_{entity}_codes WHERE code IS NOT NULL
-        GROUP BY ALL""").df()
+        FROM ({source}) GROUP BY ALL""").df()
     distinct["dx_code"] = distinct["code"].where(distinct["kind"] == "dx")
     distinct["px_code"] = distinct["code"].where(distinct["kind"] == "px")
     distinct["valid_for_date"] = code_validity(distinct)
@@ -468,6 +534,7 @@ def _validate_codes(con: duckdb.DuckDBPyConnection, entity: str) -> pd.DataFrame
                c.code_raw AS value, f.reason
         FROM v_{entity}_codes c
         JOIN failed_codes f ON f.kind = c.kind AND f.code = c.code
-             AND f.drg_version IS NOT DISTINCT FROM c.drg_version""").df()
+             AND f.drg_version IS NOT DISTINCT FROM c.drg_version
+        ORDER BY c.kind, c._source_file, c._source_row, c.position_t""").df()
     con.unregister("failed_codes")
     return rows

@@ -16,6 +16,7 @@ import duckdb
 from audits.contract import (CLAIM_HEADER_COLUMNS, CLAIM_REQUIRED, REVIEW_HEADER_COLUMNS,
                              REVIEW_REQUIRED)
 from audits.errors import InputError
+from audits.warehouse import drop_relation
 
 
 @dataclass
@@ -266,9 +267,8 @@ def create_staging(con: duckdb.DuckDBPyConnection, entity: str) -> None:
     """Empty `stg_<entity>`, `stg_<entity>_codes` and `stg_<entity>_findings` (every reader
     writes the same columns in the same order)."""
     cols = ", ".join(f"{c} VARCHAR" for c in header_columns(entity))
-    con.execute(f"DROP TABLE IF EXISTS stg_{entity}")
-    con.execute(f"DROP TABLE IF EXISTS stg_{entity}_codes")
-    con.execute(f"DROP TABLE IF EXISTS stg_{entity}_findings")
+    for name in (f"stg_{entity}", f"stg_{entity}_codes", f"stg_{entity}_findings"):
+        drop_relation(con, name)
     con.execute(f"CREATE TEMP TABLE stg_{entity} (_source_file VARCHAR, _source_row BIGINT, {cols}, "
                 "extra_columns JSON)")
     con.execute(f"CREATE TEMP TABLE stg_{entity}_codes (claim_id VARCHAR, kind VARCHAR, position INTEGER, "
