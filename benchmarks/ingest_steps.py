@@ -14,6 +14,7 @@ import argparse
 import os
 import resource
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class TimedConnection:
         self._con, self.timings = con, []
 
     def execute(self, sql, *args):
+        self.running = " ".join(str(sql).split())
         started, cpu = time.perf_counter(), _cpu()
         result = self._con.execute(sql, *args)
         self.timings.append((time.perf_counter() - started, _cpu() - cpu, " ".join(str(sql).split())))
@@ -40,6 +42,27 @@ class TimedConnection:
 
     def __getattr__(self, name):
         return getattr(self._con, name)
+
+
+def _watch_memory(con: TimedConnection) -> dict:
+    """Sample, every 0.2 s until `stop`, the process's RSS, the memory DuckDB says it holds
+    (`duckdb_memory()`, through its own cursor) and the statement running: what sets the peak."""
+    peaks = {"rss": 0.0, "duckdb": 0.0, "stop": False, "during": "", "at": 0.0}
+    began = time.perf_counter()
+    cursor = con._con.cursor()
+
+    def sample() -> None:
+        while not peaks["stop"]:
+            with open("/proc/self/status") as status:
+                rss = next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS"))
+            held = cursor.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchall()[0][0] or 0
+            if rss > peaks["rss"]:
+                peaks.update(rss=rss, duckdb=held / 2**20, during=getattr(con, "running", ""),
+                             at=time.perf_counter() - began)
+            time.sleep(0.2)
+
+    threading.Thread(target=sample, daemon=True).start()
+    return peaks
 
 
 def main() -> None:
@@ -58,9 +81,11 @@ def main() -> None:
         files = InputFiles(claims=[claims], reviews=[str(args.input / "reviews.csv")],
                            universe=[claims] if args.universe else [])
         load_before = os.getloadavg()
+        peaks = _watch_memory(con)
         started, cpu = time.perf_counter(), _cpu()
         result = load(con, files, "2026-11")
         total, cpu = time.perf_counter() - started, _cpu() - cpu
+        peaks["stop"] = True
         for seconds, cpu_seconds, sql in sorted(con.timings, reverse=True)[:args.top]:
             print(f"{seconds:7.2f} s {cpu_seconds:6.2f} cpu-s  {sql[:140]}")
         load_after = os.getloadavg()
@@ -68,6 +93,9 @@ def main() -> None:
               f"({result.claims_loaded / total:,.0f} claims/s), CPU {cpu:.1f} s, peak "
               f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB, load average "
               f"{load_before[0]:.2f} before, {load_after[0]:.2f} after")
+        print(f"at the process's highest sampled RSS ({peaks['rss']:,.0f} MB), DuckDB held {peaks['duckdb']:,.0f} MB "
+              f"(duckdb_memory()) and the rest of the process {peaks['rss'] - peaks['duckdb']:,.0f} MB, "
+              f"{peaks['at']:.1f} s in, after or during: {peaks['during'][:140]}")
         con.close()
 
 
