@@ -3,7 +3,8 @@
 Loads DIR/claims.csv and DIR/reviews.csv (e.g. from `benchmarks/run_all.py --keep` or
 `benchmarks/replicate.py`) into a fresh warehouse through a connection that times every SQL
 statement, then prints the slowest statements (wall and CPU seconds: on a shared machine the CPU
-time is the steadier figure), the SQL and whole-load totals, the peak memory and the load average.
+time is the steadier figure), the SQL and whole-load totals, the peak memory and the load average,
+and at the highest sampled RSS how much DuckDB itself held (`duckdb_memory()`) and which statement ran.
 
     .venv/bin/python benchmarks/ingest_steps.py DIR [--top 20] [--universe]
 """
