@@ -37,13 +37,17 @@ def unordered(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         con.execute(f"SET preserve_insertion_order = {'true' if before else 'false'}")
 
 
+def quote_ident(name: str) -> str:
+    """`name` as a SQL identifier, whatever characters a file's header gave it."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
     """Drop TEMP table or view `name` if there is one (a layout may stage its code rows as a view)."""
     kinds = con.execute("SELECT 'TABLE' FROM duckdb_tables() WHERE temporary AND table_name = $n UNION ALL "
                         "SELECT 'VIEW' FROM duckdb_views() WHERE temporary AND view_name = $n", {"n": name}).fetchall()
-    quoted = '"' + name.replace('"', '""') + '"'
     for (kind,) in kinds:
-        con.execute(f"DROP {kind} {quoted}")
+        con.execute(f"DROP {kind} {quote_ident(name)}")
 
 
 SCHEMA = {

@@ -11,11 +11,12 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from audits.ingest.readers.base import _quote_ident, read_raw, require_columns
+from audits.ingest.readers.base import read_raw, require_columns
 from audits.ingest.dates import accepted_formats, slash_date_orders
 from audits.ingest.validation import (DistinctCheck, Rule, _gx, check_distinct, date_check, discharge_status_sql,
                                       drg_sql, once, parse_date_sql, parse_dates_once, present,
                                       whole_number_sql)
+from audits.warehouse import quote_ident
 
 UNIVERSE_COLUMNS = ("claim_id", "facility_id", "admit_date", "discharge_date", "discharge_status", "age", "sex",
                     "payer", "coder_id", "service_line", "billed_drg", "stratum")
@@ -33,7 +34,7 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_forma
         raw = f"raw_universe_{i}"
         columns = read_raw(con, path, raw, keep=UNIVERSE_COLUMNS)
         require_columns(columns, ("claim_id",), path)
-        select = ", ".join(_quote_ident(c) if c in columns else f"CAST(NULL AS VARCHAR) AS {c}"
+        select = ", ".join(quote_ident(c) if c in columns else f"CAST(NULL AS VARCHAR) AS {c}"
                            for c in UNIVERSE_COLUMNS)
         con.execute(f"INSERT INTO stg_universe SELECT _source_file, _source_row, {select} FROM {raw}")
         con.execute(f"DROP TABLE {raw}")

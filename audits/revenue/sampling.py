@@ -16,6 +16,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from audits.warehouse import quote_ident
+
 
 def allocate_proportional(universe_counts: Mapping, sample_size: int, minimum: int = 2) -> dict:
     """Sample size per stratum proportional to its universe count (largest remainder), each
@@ -69,7 +71,7 @@ def draw_from_table(con: duckdb.DuckDBPyConnection, source: str, sample_size: in
     columns = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {frame}", params or {}).fetchall()]
     if id_column not in columns:
         raise ValueError(f"universe has no {id_column!r} column")
-    ident = _quoted(id_column)
+    ident = quote_ident(id_column)
     total, distinct = con.execute(f"SELECT count(*), count(DISTINCT {ident}) FROM {frame}", params or {}).fetchall()[0]
     if distinct < total:
         raise ValueError(f"universe has duplicate {id_column} values: a frame lists each claim once")
@@ -89,7 +91,7 @@ def draw_from_table(con: duckdb.DuckDBPyConnection, source: str, sample_size: in
     else:
         if stratum not in columns:
             raise ValueError(f"universe has no stratum column {stratum!r}")
-        column = _quoted(stratum)
+        column = quote_ident(stratum)
         found = con.execute(f"SELECT {column}, CAST({column} AS VARCHAR), count(*) FROM {frame} GROUP BY ALL",
                             params or {}).fetchall()
         missing = sum(n for key, _, n in found if key is None)
@@ -134,10 +136,6 @@ def draw_from_table(con: duckdb.DuckDBPyConnection, source: str, sample_size: in
         "strata": strata_rows,
     }
     return sample, description
-
-
-def _quoted(column: str) -> str:
-    return '"' + column.replace('"', '""') + '"'
 
 
 def worklist(sample: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import duckdb
 from audits.contract import (CLAIM_HEADER_COLUMNS, CLAIM_REQUIRED, REVIEW_HEADER_COLUMNS,
                              REVIEW_REQUIRED)
 from audits.errors import InputError
-from audits.warehouse import drop_relation
+from audits.warehouse import drop_relation, quote_ident
 
 
 @dataclass
@@ -44,10 +44,6 @@ class InputFiles:
 
 def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 MAX_LINE_SIZE = 10_000_000
@@ -85,9 +81,9 @@ def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str 
     if dupes:
         raise InputError(f"duplicated header column {dupes[0]!r}", file=path, row=0, column=dupes[0])
     select = ", ".join(
-        f"nullif(trim(CAST({_quote_ident(orig)} AS VARCHAR)), '') AS {_quote_ident(low)}"
+        f"nullif(trim(CAST({quote_ident(orig)} AS VARCHAR)), '') AS {quote_ident(low)}"
         for orig, low in zip(header, lowered) if keep is None or low in set(keep)
-    ) or ", ".join(f"nullif(trim(CAST({_quote_ident(o)} AS VARCHAR)), '') AS {_quote_ident(l)}"
+    ) or ", ".join(f"nullif(trim(CAST({quote_ident(o)} AS VARCHAR)), '') AS {quote_ident(l)}"
                    for o, l in zip(header, lowered))
     # One pass over the file: the table keeps the file's row order, so its rowid is the data row.
     try:
@@ -284,11 +280,11 @@ def stage_header(entity: str, raw: str, columns: list[str], code_columns: tuple[
     known = header_columns(entity)
     parts = ["_source_file", "_source_row"]
     for name in known:
-        parts.append(_quote_ident(name) if name in columns else f"CAST(NULL AS VARCHAR) AS {name}")
+        parts.append(quote_ident(name) if name in columns else f"CAST(NULL AS VARCHAR) AS {name}")
     extras = [c for c in columns if c not in known and c not in code_columns
               and c not in ("_source_file", "_source_row")]
     if extras:
-        pairs = ", ".join(f"'{c.replace(chr(39), chr(39) * 2)}', {_quote_ident(c)}" for c in extras)
+        pairs = ", ".join(f"'{c.replace(chr(39), chr(39) * 2)}', {quote_ident(c)}" for c in extras)
         parts.append(f"CAST(json_object({pairs}) AS JSON) AS extra_columns")
     else:
         parts.append("CAST(NULL AS JSON) AS extra_columns")

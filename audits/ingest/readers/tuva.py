@@ -49,10 +49,11 @@ import duckdb
 from audits.codes import normalise_code_sql, normalise_poa_sql
 from audits.contract import MAX_POSITIONS
 from audits.errors import InputError
-from audits.ingest.readers.base import (FileRead, _csv_source, _quote_ident, _sql_str, create_staging, header_columns,
+from audits.ingest.readers.base import (FileRead, _csv_source, _sql_str, create_staging, header_columns,
                                         header_spelling, read_raw)
 from audits.ingest.readers.detect import UNKNOWN_CODER, age_sql, finish_staging
 from audits.ingest.validation import parse_date_sql
+from audits.warehouse import quote_ident
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def col(columns: list[str], *names: str) -> str:
     """The first of `names` the file has, quoted, or NULL (text)."""
     for name in names:
         if name in columns:
-            return _quote_ident(name)
+            return quote_ident(name)
     return "CAST(NULL AS VARCHAR)"
 
 
@@ -235,7 +236,7 @@ def _read(con: duckdb.DuckDBPyConnection, path: Path, raw: str, layout: LineLayo
         else:
             return lowered
         keep = [(orig, low) for orig, low in zip(names, lowered) if re.search(rf"\b{re.escape(low)}\b", wanted)]
-        select = ", ".join(f"nullif(trim(CAST({_quote_ident(orig)} AS VARCHAR)), '') AS {_quote_ident(low)}"
+        select = ", ".join(f"nullif(trim(CAST({quote_ident(orig)} AS VARCHAR)), '') AS {quote_ident(low)}"
                            for orig, low in keep)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {raw}_src AS SELECT {select} FROM {source}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {raw} AS SELECT {_sql_str(str(path))} AS _source_file, "

@@ -13,10 +13,10 @@ from pathlib import Path
 import duckdb
 
 from audits.contract import CODE_COLUMNS, MAX_POSITIONS
-from audits.ingest.readers.base import (FileRead, _quote_ident, create_staging, read_raw, require_columns,
+from audits.ingest.readers.base import (FileRead, create_staging, read_raw, require_columns,
                                         require_rows, required_columns, stage_header)
 from audits.ingest.validation import ROW_DISCHARGE_DATE
-from audits.warehouse import drop_relation
+from audits.warehouse import drop_relation, quote_ident
 
 
 def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dict[str, FileRead]:
@@ -45,7 +45,7 @@ def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dic
 def _unpivot_codes(entity: str, raw: str, columns: list[str]) -> str:
     """dx1..dx25 / px1..px25 to one row per present code (set-based, one scan)."""
     def col(name: str) -> str:
-        return _quote_ident(name) if name in columns else "CAST(NULL AS VARCHAR)"
+        return quote_ident(name) if name in columns else "CAST(NULL AS VARCHAR)"
 
     date = (f", CASE WHEN claim_id IS NOT NULL THEN discharge_date END AS {ROW_DISCHARGE_DATE}"
             if entity == "claims" else "")
