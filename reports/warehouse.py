@@ -37,20 +37,22 @@ class PeriodWarehouse:
             return f"(SELECT * FROM {table} WHERE audit_period = $period) {alias or table}"
         return name
 
+    def _params(self, sql: str, params: dict) -> dict:
+        """The period and `params`, those `sql` names ($period...): DuckDB refuses unused ones."""
+        return {k: v for k, v in {"period": self.period, **params}.items() if f"${k}" in sql}
+
     def df(self, sql: str, **params) -> pd.DataFrame:
-        used = {k: v for k, v in {"period": self.period, **params}.items() if f"${k}" in sql}
-        return self.con.execute(sql, used).df()
+        return self.con.execute(sql, self._params(sql, params)).df()
 
     def scalar(self, sql: str, **params):
-        used = {k: v for k, v in {"period": self.period, **params}.items() if f"${k}" in sql}
-        return self.con.execute(sql, used).fetchall()[0][0]  # fetched to the end: no result left open
+        # fetched to the end: no result left open
+        return self.con.execute(sql, self._params(sql, params)).fetchall()[0][0]
 
     def batches(self, sql: str, rows: int = 100_000) -> Iterator[pd.DataFrame]:
         """The rows of `sql`, `rows` at a time; one empty frame when there are none. A list that grows
         with the universe (flag evidence, billed-DRG mismatches) goes through pandas a batch at a time."""
         self.drg_titles()  # read before the stream opens: the connection serves one open result at a time
-        used = {k: v for k, v in {"period": self.period}.items() if f"${k}" in sql}
-        reader = self.con.sql(sql, params=used or None).to_arrow_reader(rows)
+        reader = self.con.sql(sql, params=self._params(sql, {}) or None).to_arrow_reader(rows)
         empty = True
         for batch in reader:
             empty = False
