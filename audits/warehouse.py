@@ -42,11 +42,19 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _temp_relation_kinds(con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
+    return [r[0] for r in con.execute(
+        "SELECT 'TABLE' FROM duckdb_tables() WHERE temporary AND table_name = $n UNION ALL "
+        "SELECT 'VIEW' FROM duckdb_views() WHERE temporary AND view_name = $n", {"n": name}).fetchall()]
+
+
+def temp_relation_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(_temp_relation_kinds(con, name))
+
+
 def drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
     """Drop TEMP table or view `name` if there is one (a layout may stage its code rows as a view)."""
-    kinds = con.execute("SELECT 'TABLE' FROM duckdb_tables() WHERE temporary AND table_name = $n UNION ALL "
-                        "SELECT 'VIEW' FROM duckdb_views() WHERE temporary AND view_name = $n", {"n": name}).fetchall()
-    for (kind,) in kinds:
+    for kind in _temp_relation_kinds(con, name):
         con.execute(f"DROP {kind} {quote_ident(name)}")
 
 

@@ -40,6 +40,20 @@ def test_wide_load_publishes_normalised_tables(con, tmp_path):
     assert a4 == [("2026-04-10", 70, 431)]  # April 2026 discharge -> MS-DRG v43.1
 
 
+def test_wide_codes_are_normalised_blank_poa_kept_and_bad_code_named_as_written(con, tmp_path):
+    # Padded, lower-case, dotted codes; a blank POA; a code cell of spaces (no code: no row);
+    # a procedure code in lower case; and an invalid code whose rejection quotes it trimmed.
+    rows = good_claims() + [claim("E1", [(" i50.23 ", ""), ("J96.01", " n "), ("   ", "Y")], px=[" 0dtj4zz "]),
+                            claim("E2", [(" I50.2 ", "Y")])]
+    result = load_wide(con, tmp_path, rows, max_rejected_share=1.0)
+    assert con.execute("SELECT kind, position, code, poa FROM claim_codes WHERE claim_id = 'E1' "
+                       "ORDER BY kind, position").fetchall() == [
+        ("dx", 1, "I5023", None), ("dx", 2, "J9601", "N"), ("px", 1, "0DTJ4ZZ", None)]
+    rejected = result.rejections
+    assert list(zip(rejected["claim_id"], rejected["column"], rejected["rule"], rejected["value"])) == [
+        ("E2", "dx1", "code_not_valid_for_discharge_date", "I50.2")]
+
+
 def test_wide_and_long_layouts_give_identical_tables(con, tmp_path):
     import duckdb
 
@@ -223,3 +237,35 @@ def test_long_layout_rules(con, tmp_path):
                    (12, "invalid_position", "26")]
     # A1 and A3 are rejected whole; A2 and A4 load.
     assert con.execute("SELECT claim_id FROM claims ORDER BY 1").fetchall() == [("A2",), ("A4",)]
+
+
+def test_claims_file_given_again_as_universe_is_read_once_with_the_same_rows(con, tmp_path):
+    """The universe from the claims file this load read (its table reused) equals the universe
+    read from a copy of the file: four claims, facility ' F002 ' trimmed, A4 discharged 2026-04-10.
+    A later load whose claims are in another layout reads the universe file afresh."""
+    import shutil
+
+    import duckdb
+
+    rows = good_claims()
+    rows[2]["facility_id"] = " F002 "
+    claims = write_wide(tmp_path / "claims.csv", rows)
+    load(con, InputFiles(claims=[claims], universe=[claims]), "2026-11")
+    query = ("SELECT claim_id, facility_id, CAST(discharge_date AS VARCHAR), billed_drg, source_row "
+             "FROM universe ORDER BY claim_id")
+    expected = [("A1", "F001", "2026-01-06", "293", 1), ("A2", "F001", "2026-01-06", "293", 2),
+                ("A3", "F002", "2026-01-06", "399", 3), ("A4", "F001", "2026-04-10", "293", 4)]
+    assert con.execute(query).fetchall() == expected
+    copy = shutil.copy(claims, tmp_path / "universe.csv")
+    other = duckdb.connect(":memory:")
+    load(other, InputFiles(claims=[claims], universe=[copy]), "2026-11")
+    assert other.execute(query).fetchall() == expected
+
+    # Next load on the same connection: long-layout claims, the universe file since rewritten.
+    write_wide(claims, rows[:2])
+    long_dir = tmp_path / "long"
+    long_dir.mkdir()
+    c = write_long(long_dir, "claims", good_claims())
+    load(con, InputFiles(claims=[c["header"]], claim_diagnoses=[c["dx"]], claim_procedures=[c["px"]],
+                         universe=[claims]), "2026-11")
+    assert con.execute(query).fetchall() == expected[:2]

@@ -22,6 +22,18 @@ UNIVERSE_COLUMNS = ("claim_id", "facility_id", "admit_date", "discharge_date", "
                     "payer", "coder_id", "service_line", "billed_drg", "stratum")
 
 
+def _read_as_claims(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
+    """The table this load read `path` into as a wide claims file, if it did: the year's claims
+    file often comes again as the universe, and its header columns are read the same way."""
+    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND "
+                                        "starts_with(table_name, 'wide_claims_') ORDER BY 1").fetchall()]
+    for table in tables:
+        first = con.execute(f"SELECT _source_file FROM {table} LIMIT 1").fetchall()
+        if first and Path(first[0][0]).resolve() == Path(path).resolve():
+            return table
+    return None
+
+
 def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_format: str | None = None,
                    warnings: list | None = None) -> pd.DataFrame:
     """Read the universe file(s) into TEMP table `ok_universe`; return the quarantined rows. Slash
@@ -31,13 +43,18 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_forma
                    discharge_status VARCHAR, age VARCHAR, sex VARCHAR, payer VARCHAR, coder_id VARCHAR,
                    service_line VARCHAR, billed_drg VARCHAR, stratum VARCHAR)""")
     for i, path in enumerate(paths):
-        raw = f"raw_universe_{i}"
-        columns = read_raw(con, path, raw, keep=UNIVERSE_COLUMNS)
+        raw = _read_as_claims(con, path)
+        if raw:
+            columns = [r[0] for r in con.execute(f"DESCRIBE {raw}").fetchall()]
+        else:
+            raw = f"raw_universe_{i}"
+            columns = read_raw(con, path, raw, keep=UNIVERSE_COLUMNS)
         require_columns(columns, ("claim_id",), path)
         select = ", ".join(quote_ident(c) if c in columns else f"CAST(NULL AS VARCHAR) AS {c}"
                            for c in UNIVERSE_COLUMNS)
         con.execute(f"INSERT INTO stg_universe SELECT _source_file, _source_row, {select} FROM {raw}")
-        con.execute(f"DROP TABLE {raw}")
+        if raw.startswith("raw_universe_"):
+            con.execute(f"DROP TABLE {raw}")
     orders = slash_date_orders(con, "stg_universe", ["admit_date", "discharge_date"], date_format, warnings)
     e = _gx().expectations
     checks = [

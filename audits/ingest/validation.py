@@ -27,7 +27,7 @@ from audits.ingest.code_validity import code_validity  # noqa: E402
 from audits.contract import (AGE_MAX, AGE_MIN, DISCHARGE_STATUS_VALUES, MAX_POSITIONS,  # noqa: E402
                              SEX_VALUES)
 from audits.ingest.dates import accepted_formats, parse_date_sql, slash_date_orders  # noqa: E402,F401 - re-exported
-from audits.warehouse import unordered  # noqa: E402
+from audits.warehouse import temp_relation_exists, unordered  # noqa: E402
 
 # Readers may stage their own findings (stg_<entity>_findings); validation quarantines them.
 READER_FINDINGS = True
@@ -384,11 +384,13 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
         FROM (SELECT *, {normalise_code_sql('code_raw')} AS code FROM {codes_tbl}) c
         WHERE c.code IS NOT NULL OR c.position IS NULL"""
     con.execute(f"CREATE OR REPLACE TEMP VIEW v_{entity}_code_rows AS {normalised}")
+    # A reader may stage the same rows already normalised (the wide layout does, faster).
+    keys = f"stg_{entity}_code_keys" if temp_relation_exists(con, f"stg_{entity}_code_keys") else f"({normalised})"
     with unordered(con):  # the one copy of the code rows: the rules and publishing read them by key
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE {entity}_code_keys AS
             SELECT claim_id, kind, position_t, code, poa, _source_file{f", {ROW_DISCHARGE_DATE}" if own_dates else ""}
-            FROM ({normalised})""")
+            FROM {keys}""")
     if own_dates:
         row_date = parse_date_sql(ROW_DISCHARGE_DATE, orders)
         con.execute(f"""

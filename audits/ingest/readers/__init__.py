@@ -6,6 +6,9 @@
 - `stg_<entity>_codes`: claim_id, kind 'dx'|'px', position, code_raw, poa_raw, `_source_file`,
   `_source_row`, `_source_column` (where a quarantine reason should point).
 - `stg_<entity>_findings`: problems the reader found while mapping its layout (quarantined).
+- optionally `stg_<entity>_code_keys`: the code rows with a normalised code, already normalised
+  (claim_id, kind, position_t, code, poa, `_source_file`): validation then writes these instead
+  of normalising `stg_<entity>_codes` itself (the wide layout, for speed).
 
 Each reader's `stage(con, entity, paths)` returns {file: FileRead} for the files holding claim
 (or review) records: how many of the audited kind it staged and how many it skipped, by reason.

@@ -51,7 +51,7 @@ _LINE_RE = re.compile(r"line[: ]+(\d+)", re.IGNORECASE)
 
 
 def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str = ",",
-             keep: Sequence[str] | None = None) -> list[str]:
+             keep: Sequence[str] | None = None, untrimmed: Sequence[str] = ()) -> list[str]:
     """Load one CSV or Parquet file into TEMP table `table`, every column as text.
 
     Column names are lower-cased and trimmed; `_source_row` is the 1-based data row (the header
@@ -59,6 +59,9 @@ def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str 
     that come pipe-delimited (CMS RIF extracts); the canonical layout is comma-separated.
     `keep` (lower-case names): only those columns are materialised (the universe needs 12 of a
     claims file's ~90); the returned names are still all the file's columns.
+    Every value is trimmed and a blank one is NULL, except in the `untrimmed` columns (lower-case
+    names), which hold the text as read (an empty field is NULL): for columns whose every reader
+    trims anyway (the wide layout's codes, three quarters of its columns, mostly empty).
     """
     path = Path(path)
     if not path.exists():
@@ -80,11 +83,14 @@ def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str 
     dupes = sorted({n for n in lowered if lowered.count(n) > 1})
     if dupes:
         raise InputError(f"duplicated header column {dupes[0]!r}", file=path, row=0, column=dupes[0])
-    select = ", ".join(
-        f"nullif(trim(CAST({quote_ident(orig)} AS VARCHAR)), '') AS {quote_ident(low)}"
-        for orig, low in zip(header, lowered) if keep is None or low in set(keep)
-    ) or ", ".join(f"nullif(trim(CAST({quote_ident(o)} AS VARCHAR)), '') AS {quote_ident(l)}"
-                   for o, l in zip(header, lowered))
+    def value(orig: str, low: str) -> str:
+        text = f"CAST({quote_ident(orig)} AS VARCHAR)"
+        if low not in untrimmed:
+            text = f"nullif(trim({text}), '')"
+        return f"{text} AS {quote_ident(low)}"
+
+    select = ", ".join(value(orig, low) for orig, low in zip(header, lowered) if keep is None or low in set(keep)) \
+        or ", ".join(value(orig, low) for orig, low in zip(header, lowered))
     # One pass over the file: the table keeps the file's row order, so its rowid is the data row.
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select} FROM {source}")
@@ -263,7 +269,7 @@ def create_staging(con: duckdb.DuckDBPyConnection, entity: str) -> None:
     """Empty `stg_<entity>`, `stg_<entity>_codes` and `stg_<entity>_findings` (every reader
     writes the same columns in the same order)."""
     cols = ", ".join(f"{c} VARCHAR" for c in header_columns(entity))
-    for name in (f"stg_{entity}", f"stg_{entity}_codes", f"stg_{entity}_findings"):
+    for name in (f"stg_{entity}", f"stg_{entity}_codes", f"stg_{entity}_code_keys", f"stg_{entity}_findings"):
         drop_relation(con, name)
     con.execute(f"CREATE TEMP TABLE stg_{entity} (_source_file VARCHAR, _source_row BIGINT, {cols}, "
                 "extra_columns JSON)")

@@ -61,6 +61,7 @@ def stage_inputs(con: duckdb.DuckDBPyConnection, files: InputFiles) -> StagedInp
         ("claims", files.claims, files.claim_diagnoses, files.claim_procedures),
         ("reviews", files.reviews, files.review_diagnoses, files.review_procedures),
     ):
+        wide.drop_file_tables(con, entity)
         requested = detect.normalise_format(files.formats.get(entity))
         fmt = detect.entity_format(requested, headers, bool(dx_files or px_files))
         if fmt != "canonical":

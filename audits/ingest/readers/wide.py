@@ -4,6 +4,11 @@
 code rows (about 8 per claim) once, normalised (each copy of them was seconds of a 1M-claim load
 and, past DuckDB's memory limit, most of its spilling). The file's tables (`wide_<entity>_<i>`)
 live until the next load of the entity on the connection.
+
+The code columns are read untrimmed. `stg_<entity>_code_keys` is a second view, of the code rows
+already normalised (`audits.codes`), which validation writes instead of normalising the rows of
+`stg_<entity>_codes`: normalised column by column before the unpivot, the codes cost a third of
+the time (an expression over a table's column is cheap; over the unpivot's rows it is not).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 
+from audits.codes import normalise_code_sql, normalise_poa_sql
 from audits.contract import CODE_COLUMNS, MAX_POSITIONS
 from audits.ingest.readers.base import (FileRead, create_staging, read_raw, require_columns,
                                         require_rows, required_columns, stage_header)
@@ -19,36 +25,73 @@ from audits.ingest.validation import ROW_DISCHARGE_DATE
 from audits.warehouse import drop_relation, quote_ident
 
 
-def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dict[str, FileRead]:
-    create_staging(con, entity)
+def drop_file_tables(con: duckdb.DuckDBPyConnection, entity: str) -> None:
+    """Drop a previous load's file tables: every load starts with none, whatever its layout (the
+    universe reuses a claims file's table only when this load read it)."""
     for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND "
                                "starts_with(table_name, ?)", [f"wide_{entity}_"]).fetchall():
-        con.execute(f"DROP TABLE {name}")  # a previous load's files
+        con.execute(f"DROP TABLE {name}")
+
+
+def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dict[str, FileRead]:
+    create_staging(con, entity)
+    drop_file_tables(con, entity)
     reads: dict[str, FileRead] = {}
-    branches = []
+    branches, keys = [], []
     for i, path in enumerate(paths):
         raw = f"wide_{entity}_{i}"
-        columns = read_raw(con, path, raw)
+        columns = read_raw(con, path, raw, untrimmed=CODE_COLUMNS)
         require_rows(con, raw, path)
         require_columns(columns, required_columns(entity) + ("dx1",), path,
                         hint="" if "dx1" in columns else
                         " (wide layout; for the long layout give the diagnoses file too)")
         con.execute(f"INSERT INTO stg_{entity} BY NAME {stage_header(entity, raw, columns, CODE_COLUMNS)}")
         branches.append(_unpivot_codes(entity, raw, columns))
+        keys.append(_normalised_codes(entity, raw, columns))
         reads[str(path)] = FileRead(records=con.execute(f"SELECT count(*) FROM {raw}").fetchall()[0][0])
     if branches:  # else the empty table create_staging made
         drop_relation(con, f"stg_{entity}_codes")
         con.execute(f"CREATE TEMP VIEW stg_{entity}_codes AS {' UNION ALL '.join(branches)}")
+        con.execute(f"CREATE TEMP VIEW stg_{entity}_code_keys AS {' UNION ALL '.join(keys)}")
     return reads
+
+
+def _row_date(entity: str) -> str:
+    """The code rows of a claims file carry their row's raw discharge date (none without a claim_id)."""
+    return (f", CASE WHEN claim_id IS NOT NULL THEN discharge_date END AS {ROW_DISCHARGE_DATE}"
+            if entity == "claims" else "")
+
+
+def _normalised_codes(entity: str, raw: str, columns: list[str]) -> str:
+    """The rows of `stg_<entity>_codes` whose normalised code is present, with the columns
+    validation keeps of them (`<entity>_code_keys`): dx and POA normalised per column, then
+    unpivoted keeping blanks (a code without a POA is a row) and dropping the absent codes."""
+    def value(name: str, normalise) -> str:
+        return normalise(quote_ident(name)) if name in columns else "CAST(NULL AS VARCHAR)"
+
+    positions = range(1, MAX_POSITIONS + 1)
+    date = f", {ROW_DISCHARGE_DATE}" if entity == "claims" else ""
+    dx = ", ".join(f"{value(f'dx{p}', normalise_code_sql)} AS c{p}, {value(f'poa{p}', normalise_poa_sql)} AS p{p}"
+                   for p in positions)
+    px = ", ".join(f"{value(f'px{p}', normalise_code_sql)} AS c{p}" for p in positions)
+    return f"""
+        SELECT claim_id, 'dx' AS kind, CAST(position AS INTEGER) AS position_t, code, poa, _source_file{date}
+        FROM (SELECT claim_id, _source_file{_row_date(entity)}, {dx} FROM {raw})
+             UNPIVOT INCLUDE NULLS ((code, poa) FOR position IN ({", ".join(f'(c{p}, p{p}) AS "{p}"' for p in positions)}))
+        WHERE code IS NOT NULL
+        UNION ALL
+        SELECT claim_id, 'px' AS kind, CAST(position AS INTEGER) AS position_t, code, CAST(NULL AS VARCHAR) AS poa,
+               _source_file{date}
+        FROM (SELECT claim_id, _source_file{_row_date(entity)}, {px} FROM {raw})
+             UNPIVOT (code FOR position IN ({", ".join(f'c{p} AS "{p}"' for p in positions)}))"""
 
 
 def _unpivot_codes(entity: str, raw: str, columns: list[str]) -> str:
     """dx1..dx25 / px1..px25 to one row per present code (set-based, one scan)."""
-    def col(name: str) -> str:
-        return quote_ident(name) if name in columns else "CAST(NULL AS VARCHAR)"
+    def col(name: str) -> str:  # as every other column is read: trimmed, blank is NULL
+        return f"nullif(trim({quote_ident(name)}), '')" if name in columns else "CAST(NULL AS VARCHAR)"
 
-    date = (f", CASE WHEN claim_id IS NOT NULL THEN discharge_date END AS {ROW_DISCHARGE_DATE}"
-            if entity == "claims" else "")
+    date = _row_date(entity)
     selects = []
     for kind in ("dx", "px"):
         codes = ", ".join(col(f"{kind}{p}") for p in range(1, MAX_POSITIONS + 1))
