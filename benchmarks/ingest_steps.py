@@ -6,7 +6,7 @@ statement, then prints the slowest statements (wall and CPU seconds: on a shared
 time is the steadier figure), the SQL and whole-load totals, the peak memory and the load average,
 and at the highest sampled RSS how much DuckDB itself held (`duckdb_memory()`) and which statement ran.
 
-    .venv/bin/python benchmarks/ingest_steps.py DIR [--top 20] [--universe]
+    .venv/bin/python benchmarks/ingest_steps.py DIR [--top 20] [--universe] [--stage]
 """
 
 from __future__ import annotations
@@ -71,16 +71,22 @@ def main() -> None:
     parser.add_argument("input", type=Path)
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--universe", action="store_true", help="load the claims file as the universe too")
+    parser.add_argument("--stage", action="store_true",
+                        help="as in a run: write the load into a run's stage file, not publish it")
     args = parser.parse_args()
     from audits.ingest.loading import load
     from audits.ingest.readers import InputFiles
-    from audits.warehouse import connection_config
+    from audits.staging import attach_stage
+    from audits.warehouse import connection_config, ensure_schema
 
     with tempfile.TemporaryDirectory(prefix="coding-audit-steps-") as work:
         con = TimedConnection(duckdb.connect(str(Path(work) / "warehouse.duckdb"), config=connection_config()))
         claims = str(args.input / "claims.csv")
         files = InputFiles(claims=[claims], reviews=[str(args.input / "reviews.csv")],
                            universe=[claims] if args.universe else [])
+        if args.stage:
+            ensure_schema(con)
+            attach_stage(con, Path(work) / "stage.duckdb")
         load_before = os.getloadavg()
         peaks = _watch_memory(con)
         started, cpu = time.perf_counter(), _cpu()
