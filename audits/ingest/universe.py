@@ -11,7 +11,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from audits.ingest.readers.base import read_raw, require_columns
+from audits.ingest.readers.base import drop_read, read_raw, require_columns
+from audits.ingest.readers.wide import file_tables
 from audits.ingest.dates import accepted_formats, slash_date_orders
 from audits.ingest.validation import (DistinctCheck, Rule, _gx, check_distinct, date_check, discharge_status_sql,
                                       drg_sql, once, parse_date_sql, parse_dates_once, present,
@@ -25,9 +26,7 @@ UNIVERSE_COLUMNS = ("claim_id", "facility_id", "admit_date", "discharge_date", "
 def _read_as_claims(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
     """The table this load read `path` into as a wide claims file, if it did: the year's claims
     file often comes again as the universe, and its header columns are read the same way."""
-    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND "
-                                        "starts_with(table_name, 'wide_claims_') ORDER BY 1").fetchall()]
-    for table in tables:
+    for table in file_tables(con, "claims"):
         first = con.execute(f"SELECT _source_file FROM {table} LIMIT 1").fetchall()
         if first and Path(first[0][0]).resolve() == Path(path).resolve():
             return table
@@ -54,7 +53,7 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_forma
                            for c in UNIVERSE_COLUMNS)
         con.execute(f"INSERT INTO stg_universe SELECT _source_file, _source_row, {select} FROM {raw}")
         if raw.startswith("raw_universe_"):
-            con.execute(f"DROP TABLE {raw}")
+            drop_read(con, raw)
     orders = slash_date_orders(con, "stg_universe", ["admit_date", "discharge_date"], date_format, warnings)
     e = _gx().expectations
     checks = [

@@ -55,7 +55,10 @@ def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str 
     """Load one CSV or Parquet file into TEMP table `table`, every column as text.
 
     Column names are lower-cased and trimmed; `_source_row` is the 1-based data row (the header
-    is row 0), `_source_file` the path as given. Returns the column names. `delim` is for layouts
+    is row 0), `_source_file` the path as given. Returns the column names. `table` is a view of
+    the file's rows (`<table>__file`) adding those two columns, not stored: a column added to a
+    table of millions of rows costs its size, and an UPDATE numbering them memory DuckDB does not
+    count against its limit. Drop it with `drop_read`. `delim` is for layouts
     that come pipe-delimited (CMS RIF extracts); the canonical layout is comma-separated.
     `keep` (lower-case names): only those columns are materialised (the universe needs 12 of a
     claims file's ~90); the returned names are still all the file's columns.
@@ -91,21 +94,27 @@ def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str 
 
     select = ", ".join(value(orig, low) for orig, low in zip(header, lowered) if keep is None or low in set(keep)) \
         or ", ".join(value(orig, low) for orig, low in zip(header, lowered))
+    drop_read(con, table)
     # One pass over the file: the table keeps the file's row order, so its rowid is the data row.
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select} FROM {source}")
+        con.execute(f"CREATE TEMP TABLE {table}__file AS SELECT {select} FROM {source}")
     except duckdb.Error as exc:
         raise _read_error(exc, path, suffix) from None
     if suffix in (".csv", ".txt"):
         try:
             _check_no_surplus_fields(con, path, len(header), delim)
         except InputError:
-            con.execute(f"DROP TABLE {table}")
+            drop_read(con, table)
             raise
-    con.execute(f"ALTER TABLE {table} ADD COLUMN _source_file VARCHAR DEFAULT {_sql_str(str(path))}")
-    con.execute(f"ALTER TABLE {table} ADD COLUMN _source_row BIGINT")
-    con.execute(f"UPDATE {table} SET _source_row = rowid + 1")
+    con.execute(f"CREATE TEMP VIEW {table} AS SELECT *, {_sql_str(str(path))} AS _source_file, "
+                f"rowid + 1 AS _source_row FROM {table}__file")
     return lowered
+
+
+def drop_read(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Drop what `read_raw` made of a file as `table` (if anything)."""
+    drop_relation(con, table)
+    drop_relation(con, f"{table}__file")
 
 
 def _read_error(exc: duckdb.Error, path: Path, suffix: str) -> InputError:

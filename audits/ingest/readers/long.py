@@ -7,8 +7,8 @@ from pathlib import Path
 
 import duckdb
 
-from audits.ingest.readers.base import (FileRead, create_staging, read_raw, require_columns, require_rows,
-                                        required_columns, stage_header)
+from audits.ingest.readers.base import (FileRead, create_staging, drop_read, read_raw, require_columns,
+                                        require_rows, required_columns, stage_header)
 from audits.ingest.validation import whole_number_sql
 
 
@@ -23,7 +23,7 @@ def stage(con: duckdb.DuckDBPyConnection, entity: str, headers: list[Path], dx_f
         require_columns(columns, required_columns(entity), path)
         con.execute(f"INSERT INTO stg_{entity} BY NAME {stage_header(entity, raw, columns)}")
         reads[str(path)] = FileRead(records=con.execute(f"SELECT count(*) FROM {raw}").fetchall()[0][0])
-        con.execute(f"DROP TABLE {raw}")
+        drop_read(con, raw)
     for kind, files in (("dx", dx_files), ("px", px_files)):
         for i, path in enumerate(files):
             raw = f"raw_{entity}_{kind}{i}"
@@ -39,5 +39,5 @@ def stage(con: duckdb.DuckDBPyConnection, entity: str, headers: list[Path], dx_f
                        CASE WHEN {whole_number_sql('position')} IS NULL THEN 'position' ELSE 'code' END
                            AS _source_column
                 FROM {raw}""")
-            con.execute(f"DROP TABLE {raw}")
+            drop_read(con, raw)
     return reads

@@ -49,7 +49,7 @@ import duckdb
 from audits.codes import normalise_code_sql, normalise_poa_sql
 from audits.contract import MAX_POSITIONS
 from audits.errors import InputError
-from audits.ingest.readers.base import (FileRead, _csv_source, _sql_str, create_staging, header_columns,
+from audits.ingest.readers.base import (FileRead, _csv_source, _sql_str, create_staging, drop_read, header_columns,
                                         header_spelling, read_raw)
 from audits.ingest.readers.detect import UNKNOWN_CODER, age_sql, finish_staging
 from audits.ingest.validation import parse_date_sql
@@ -156,13 +156,13 @@ def stage_claim_lines(con: duckdb.DuckDBPyConnection, entity: str, paths: list[P
                 SELECT _source_file, _source_row, {select['claim_id']}, {_sql_str(column)}, 'claim_fields_disagree',
                        {value}, {_sql_str(reason)}
                 FROM {raw} WHERE {condition}""" + (f" AND ({where})" if where else ""))
-        con.execute(f"DROP TABLE {raw}")
+        drop_read(con, raw)
     skipped = con.execute("SELECT count(*) FROM claim_lines WHERE claim_id IS NULL").fetchall()[0][0]
     _collapse(con, entity, layout, fields, extra_fields)
     _people(con, entity, layout, people_files, line_files[0][0])
     _stage(con, entity, layout, fields, extra_fields)
     for _, raw, _ in people_files:
-        con.execute(f"DROP TABLE {raw}")
+        drop_read(con, raw)
     con.execute("DROP TABLE IF EXISTS claim_lines")
     con.execute("DROP TABLE IF EXISTS claim_heads")
     con.execute("DROP TABLE IF EXISTS claim_people")
@@ -238,6 +238,7 @@ def _read(con: duckdb.DuckDBPyConnection, path: Path, raw: str, layout: LineLayo
         keep = [(orig, low) for orig, low in zip(names, lowered) if re.search(rf"\b{re.escape(low)}\b", wanted)]
         select = ", ".join(f"nullif(trim(CAST({quote_ident(orig)} AS VARCHAR)), '') AS {quote_ident(low)}"
                            for orig, low in keep)
+        drop_read(con, raw)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {raw}_src AS SELECT {select} FROM {source}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {raw} AS SELECT {_sql_str(str(path))} AS _source_file, "
                     f"rowid + 1 AS _source_row, * FROM {raw}_src")

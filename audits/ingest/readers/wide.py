@@ -19,18 +19,23 @@ import duckdb
 
 from audits.codes import normalise_code_sql, normalise_poa_sql
 from audits.contract import CODE_COLUMNS, MAX_POSITIONS
-from audits.ingest.readers.base import (FileRead, create_staging, read_raw, require_columns,
+from audits.ingest.readers.base import (FileRead, create_staging, drop_read, read_raw, require_columns,
                                         require_rows, required_columns, stage_header)
 from audits.ingest.validation import ROW_DISCHARGE_DATE
 from audits.warehouse import drop_relation, quote_ident
 
 
+def file_tables(con: duckdb.DuckDBPyConnection, entity: str) -> list[str]:
+    """The files of `entity` read in the wide layout, as `read_raw` left them, in file order."""
+    return [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary AND "
+                                      "starts_with(view_name, ?) ORDER BY 1", [f"wide_{entity}_"]).fetchall()]
+
+
 def drop_file_tables(con: duckdb.DuckDBPyConnection, entity: str) -> None:
     """Drop a previous load's file tables: every load starts with none, whatever its layout (the
     universe reuses a claims file's table only when this load read it)."""
-    for (name,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND "
-                               "starts_with(table_name, ?)", [f"wide_{entity}_"]).fetchall():
-        con.execute(f"DROP TABLE {name}")
+    for name in file_tables(con, entity):
+        drop_read(con, name)
 
 
 def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dict[str, FileRead]:
