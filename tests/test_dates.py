@@ -124,3 +124,22 @@ def test_each_distinct_date_text_is_parsed_once_per_file_as_that_file_reads_it()
         ("a.csv", "03/04/2025", dt.date(2025, 4, 3)), ("a.csv", "2025-04-03", dt.date(2025, 4, 3)),
         ("b.csv", "03/04/2025", dt.date(2025, 3, 4)), ("b.csv", "2025-02-30", None),
         ("b.csv", "1850-01-01", None), ("b.csv", "20250131", dt.date(2025, 1, 31))], key=str)
+
+
+def test_codes_are_valid_on_the_discharge_date_as_their_own_file_reads_it(tmp_path):
+    """Two claims files, the first proving day-first dates (25/12/2025), the second month-first
+    (12/25/2025). The same text 03/04/2020 is then 3 April 2020 in the first and 4 March 2020 in
+    the second; U07.1 (COVID-19) is valid from 1 April 2020 (CMS code editor), so by hand only the
+    second file's claim DB1 is rejected, for that code."""
+    first = write_wide(tmp_path / "first.csv", [
+        claim("DA1", ["J18.9", "U07.1"], admit_date="01/04/2020", discharge_date="03/04/2020"),
+        claim("DA2", ["J18.9"], admit_date="20/12/2025", discharge_date="25/12/2025")])
+    second = write_wide(tmp_path / "second.csv", [
+        claim("DB1", ["J18.9", "U07.1"], admit_date="03/01/2020", discharge_date="03/04/2020"),
+        claim("DB2", ["J18.9"], admit_date="12/20/2025", discharge_date="12/25/2025")])
+    con = duckdb.connect(":memory:")
+    result = load(con, InputFiles(claims=[first, second]), "2026-11", max_rejected_share=1.0)
+    assert list(zip(result.rejections["claim_id"], result.rejections["column"], result.rejections["rule"])) == [
+        ("DB1", "dx2", "code_not_valid_for_discharge_date")]
+    assert con.execute("SELECT claim_id, discharge_date FROM claims ORDER BY claim_id").fetchall() == [
+        ("DA1", dt.date(2020, 4, 3)), ("DA2", dt.date(2025, 12, 25)), ("DB2", dt.date(2025, 12, 25))]

@@ -17,7 +17,7 @@ from audits.ingest.dates import accepted_formats, slash_date_orders
 from audits.ingest.validation import (DistinctCheck, Rule, _gx, check_distinct, date_check, discharge_status_sql,
                                       drg_sql, once, parse_date_sql, parse_dates_once, present,
                                       whole_number_sql)
-from audits.warehouse import quote_ident
+from audits.warehouse import drop_relation, quote_ident
 
 UNIVERSE_COLUMNS = ("claim_id", "facility_id", "admit_date", "discharge_date", "discharge_status", "age", "sex",
                     "payer", "coder_id", "service_line", "billed_drg", "stratum")
@@ -36,11 +36,13 @@ def _read_as_claims(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
 def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_format: str | None = None,
                    warnings: list | None = None) -> pd.DataFrame:
     """Read the universe file(s) into TEMP table `ok_universe`; return the quarantined rows. Slash
-    dates: see `audits.ingest.dates`."""
-    con.execute("""CREATE OR REPLACE TEMP TABLE stg_universe (_source_file VARCHAR, _source_row BIGINT,
-                   claim_id VARCHAR, facility_id VARCHAR, admit_date VARCHAR, discharge_date VARCHAR,
-                   discharge_status VARCHAR, age VARCHAR, sex VARCHAR, payer VARCHAR, coder_id VARCHAR,
-                   service_line VARCHAR, billed_drg VARCHAR, stratum VARCHAR)""")
+    dates: see `audits.ingest.dates`. `stg_universe` is a view of the files as read (not a copy of
+    millions of rows), kept with them until the next load."""
+    drop_relation(con, "stg_universe")
+    for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary AND "
+                               "starts_with(view_name, 'raw_universe_')").fetchall():
+        drop_read(con, name)
+    selects = []
     for i, path in enumerate(paths):
         raw = _read_as_claims(con, path)
         if raw:
@@ -51,9 +53,12 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_forma
         require_columns(columns, ("claim_id",), path)
         select = ", ".join(quote_ident(c) if c in columns else f"CAST(NULL AS VARCHAR) AS {c}"
                            for c in UNIVERSE_COLUMNS)
-        con.execute(f"INSERT INTO stg_universe SELECT _source_file, _source_row, {select} FROM {raw}")
-        if raw.startswith("raw_universe_"):
-            drop_read(con, raw)
+        selects.append(f"SELECT _source_file, _source_row, {select} FROM {raw}")
+    if selects:
+        con.execute(f"CREATE TEMP VIEW stg_universe AS {' UNION ALL '.join(selects)}")
+    else:
+        con.execute(f"CREATE TEMP TABLE stg_universe (_source_file VARCHAR, _source_row BIGINT, "
+                    f"{', '.join(f'{c} VARCHAR' for c in UNIVERSE_COLUMNS)})")
     orders = slash_date_orders(con, "stg_universe", ["admit_date", "discharge_date"], date_format, warnings)
     e = _gx().expectations
     checks = [
