@@ -430,20 +430,29 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                   LEFT JOIN claims_dates a ON a._source_file = s._source_file AND a.v = s.admit_date
                   LEFT JOIN claims_dates d ON d._source_file = s._source_file AND d.v = s.discharge_date)""")
     else:
-        # One IN per source, not one IN over their UNION: no de-duplication of a million claim_ids.
-        known = "s.claim_id IN (SELECT claim_id FROM ok_claims)"
-        if published_claims:
-            known += f" OR s.claim_id IN (SELECT claim_id FROM {published_claims})"
+        # The claims the reviews name, looked up in each source first (a semi join probing millions
+        # of claims with the few reviewed ids), so the IN lists below are a few thousand ids, not a
+        # hash of every claim per list. One list per source, not one over their UNION.
+        con.execute("CREATE OR REPLACE TEMP TABLE reviewed_ids AS "
+                    "SELECT DISTINCT claim_id FROM stg_reviews WHERE claim_id IS NOT NULL")
+        for name, source in (("reviewed_ok", "ok_claims"), ("reviewed_staged", "v_claims"),
+                             ("reviewed_published", published_claims)):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT claim_id FROM "
+                        + (f"{source} SEMI JOIN reviewed_ids USING (claim_id)" if source else
+                           "reviewed_ids WHERE false"))
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE v_reviews AS
             SELECT s.*, s.rowid AS _staged_order, {parse_date_sql('review_date', orders)} AS review_date_t,
                    review_date IS NULL OR {parse_date_sql('review_date', orders)} IS NOT NULL AS review_date_ok,
                    {discharge_status_sql('discharge_status')} AS discharge_status_n,
                    {drg_sql('reviewer_drg')} AS reviewer_drg_n,
-                   s.claim_id IS NULL OR {known} OR s.claim_id IN (SELECT claim_id FROM v_claims)
-                       AS claim_known,
-                   s.claim_id IN (SELECT claim_id FROM v_claims) AND s.claim_id NOT IN (SELECT claim_id FROM ok_claims)
-                       AND s.claim_id NOT IN (SELECT claim_id FROM {published_claims or 'ok_claims'}) AS claim_rejected,
+                   s.claim_id IS NULL OR s.claim_id IN (SELECT claim_id FROM reviewed_ok)
+                       OR s.claim_id IN (SELECT claim_id FROM reviewed_published)
+                       OR s.claim_id IN (SELECT claim_id FROM reviewed_staged) AS claim_known,
+                   s.claim_id IN (SELECT claim_id FROM reviewed_staged)
+                       AND s.claim_id NOT IN (SELECT claim_id FROM reviewed_ok)
+                       AND s.claim_id NOT IN (SELECT claim_id FROM {"reviewed_published" if published_claims else "reviewed_ok"})
+                       AS claim_rejected,
                    s.claim_id IS NULL OR s.claim_id IN (SELECT claim_id FROM {entity}_code_keys
                              WHERE kind = 'dx' AND position_t = 1 AND claim_id IS NOT NULL) AS has_principal_dx
             FROM stg_reviews s""")
