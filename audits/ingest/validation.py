@@ -451,8 +451,7 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                        OR s.claim_id IN (SELECT claim_id FROM reviewed_staged) AS claim_known,
                    s.claim_id IN (SELECT claim_id FROM reviewed_staged)
                        AND s.claim_id NOT IN (SELECT claim_id FROM reviewed_ok)
-                       AND s.claim_id NOT IN (SELECT claim_id FROM {"reviewed_published" if published_claims else "reviewed_ok"})
-                       AS claim_rejected,
+                       AND s.claim_id NOT IN (SELECT claim_id FROM reviewed_published) AS claim_rejected,
                    s.claim_id IS NULL OR s.claim_id IN (SELECT claim_id FROM {entity}_code_keys
                              WHERE kind = 'dx' AND position_t = 1 AND claim_id IS NOT NULL) AS has_principal_dx
             FROM stg_reviews s""")
