@@ -272,20 +272,21 @@ def test_claims_file_given_again_as_universe_is_read_once_with_the_same_rows(con
 
 
 @pytest.mark.parametrize("listed", [10_000, 0], ids=["by-claim-id", "whole-view"])
-def test_rows_with_invalid_codes_are_named_whether_looked_up_by_claim_or_not(con, tmp_path, monkeypatch, listed):
+def test_rows_with_invalid_codes_or_poa_are_named_whether_looked_up_by_claim_or_not(con, tmp_path, monkeypatch, listed):
     """The rows holding an invalid code are named from the claims that hold one (or, past
     FAILED_CODE_CLAIMS_LISTED such claims, from the whole file): the same rejections either way.
     By hand: row 5 (X1) has I50.2 at dx2 (not billable on its discharge date); row 6 has no
     claim_id and 12345 at dx1, no diagnosis code's shape, so it is rejected for the blank claim_id
     and for the code (its codes have no date, so only their shape is checked); row 7 (X2) has a
-    valid I50.23."""
+    valid I50.23; row 8 (X3) has POA Q, no POA value."""
     import audits.ingest.validation as validation
 
     monkeypatch.setattr(validation, "FAILED_CODE_CLAIMS_LISTED", listed)
-    rows = good_claims() + [claim("X1", ["I50.23", "I50.2"]), claim("", ["12345"]), claim("X2", ["I50.23"])]
+    rows = good_claims() + [claim("X1", ["I50.23", "I50.2"]), claim("", ["12345"]), claim("X2", ["I50.23"]),
+                            claim("X3", [("I50.23", "Q")])]
     result = load_wide(con, tmp_path, rows, max_rejected_share=1.0)
     got = sorted(zip(result.rejections["row"].astype(int), result.rejections["column"],
                      result.rejections["rule"], result.rejections["value"].fillna("")))
     assert got == [(5, "dx2", "code_not_valid_for_discharge_date", "I50.2"),
                    (6, "claim_id", "required_value_missing", ""),
-                   (6, "dx1", "invalid_code_format", "12345")]
+                   (6, "dx1", "invalid_code_format", "12345"), (8, "poa1", "invalid_poa", "Q")]

@@ -139,10 +139,13 @@ class DistinctCheck:
 
 
 def check_distinct(con: duckdb.DuckDBPyConnection, table: str, checks: list[DistinctCheck],
-                   row_columns: str, order: str, rows_table: str | None = None) -> pd.DataFrame:
+                   row_columns: str, order: str, rows_table: str | None = None,
+                   rows_by_claim: bool = False) -> pd.DataFrame:
     """Run `checks` over `table`; return one row per (failing row, rule): `row_columns` (SQL over
     the row `c` and the rule `f`: f.rule, f."column", f.reason), in rule order then `order`.
-    `rows_table`: the same rows with more columns, to name the failing ones from (default `table`)."""
+    `rows_table`: the same rows with more columns, to name the failing ones from (default `table`);
+    with `rows_by_claim` only the rows of the claims whose rows fail in `table` are read from it
+    (a view that is costly to read whole, see `claims_clause`)."""
     failed, frames = [], []
     for i, check in enumerate(checks):
         where = f"WHERE {check.where}" if check.where else ""
@@ -173,9 +176,18 @@ def check_distinct(con: duckdb.DuckDBPyConnection, table: str, checks: list[Dist
             where = f"WHERE {check.where}" if check.where else ""
             keys = ", ".join(f'{sql} AS "_k_{name}"' for name, sql in check.keys.items())
             on = " AND ".join(f'v."{name}" IS NOT DISTINCT FROM c."_k_{name}"' for name in check.keys)
+            def keyed(source: str) -> str:
+                return f"(SELECT *, {keys} FROM {source} {where})"
+
+            rows = keyed(rows_table or table)
+            if rows_by_claim:
+                held = [r[0] for r in con.execute(f"""
+                    SELECT DISTINCT c.claim_id FROM {keyed(table)} c
+                    JOIN {frames[i]} v ON {on} JOIN failed_values f ON f._check = {i} AND f._key = v._key""").fetchall()]
+                rows = f"(SELECT * FROM {rows} c {claims_clause(held)})"
             parts.append(f"""
                 SELECT {row_columns}, f._rank AS _rank, {sorting}
-                FROM (SELECT *, {keys} FROM {rows_table or table} {where}) c
+                FROM {rows} c
                 JOIN {frames[i]} v ON {on}
                 JOIN failed_values f ON f._check = {i} AND f._key = v._key""")
         rows = con.execute(f"SELECT * EXCLUDE (_rank, {names}) FROM ({' UNION ALL '.join(parts)}) "
@@ -322,7 +334,8 @@ def _validate_code_rows(con: duckdb.DuckDBPyConnection, entity: str, layout_long
     out = [check_distinct(con, f"v_{entity}_codes" if "has_header" in check.keys else f"{entity}_code_keys", [check],
                           f'c._source_file, c._source_row, c.claim_id, {column} AS "column", f.rule, '
                           f"{value} AS value, f.reason", "c._source_file, c._source_row",
-                          rows_table=f"v_{entity}_codes" if "has_header" in check.keys else f"v_{entity}_code_rows")
+                          rows_table=f"v_{entity}_codes" if "has_header" in check.keys else f"v_{entity}_code_rows",
+                          rows_by_claim="has_header" not in check.keys)
            for check, column, value in _code_row_checks(layout_long)]
     columns = ["_source_file", "_source_row", "claim_id", "column", "rule", "value", "reason"]
     out = [frame for frame in out if len(frame)]
@@ -556,17 +569,21 @@ FAILED_CODE_CLAIMS_LISTED = 10_000
 
 
 def _claims_holding_failed_codes(con: duckdb.DuckDBPyConnection, entity: str) -> str:
-    """A WHERE clause on `c.claim_id` keeping the claims that hold a failed (kind, code), from
-    the code rows' table. The view that names the failing rows (file, row, raw text) unpivots
-    every claim of the file: on real data, where a few codes in a million claims are invalid,
-    that was the load's longest statement (2.7 s at 1M); filtered by claim_id it reads only
-    theirs. With very many such claims (a wrong file), the view is read whole."""
-    held = [r[0] for r in con.execute(f"""
+    """`claims_clause` for the claims that hold a failed (kind, code), from the code rows' table."""
+    return claims_clause([r[0] for r in con.execute(f"""
         SELECT DISTINCT claim_id FROM {entity}_code_keys
-        SEMI JOIN (SELECT DISTINCT kind, code FROM failed_codes) USING (kind, code)""").fetchall()]
-    if len(held) > FAILED_CODE_CLAIMS_LISTED:
+        SEMI JOIN (SELECT DISTINCT kind, code FROM failed_codes) USING (kind, code)""").fetchall()])
+
+
+def claims_clause(claim_ids: list) -> str:
+    """A WHERE clause keeping the rows `c` of these claims (None: rows without a claim_id). The
+    views that name failing code rows (file, row, raw text) unpivot every claim of the file: on
+    real data, where a few codes or POAs in a million claims are invalid, reading them whole was
+    the load's longest statement (2.7 s at 1M); by claim_id only the claims at fault are read.
+    Past FAILED_CODE_CLAIMS_LISTED claims (a wrong file) no clause: the view is read whole."""
+    if len(claim_ids) > FAILED_CODE_CLAIMS_LISTED:
         return ""
-    listed = [f"'{str(i).replace(chr(39), chr(39) * 2)}'" for i in held if i is not None]
+    listed = [f"'{str(i).replace(chr(39), chr(39) * 2)}'" for i in claim_ids if i is not None]
     keep = ([f"c.claim_id IN ({', '.join(listed)})"] if listed else []) + \
-        (["c.claim_id IS NULL"] if None in held else [])
+        (["c.claim_id IS NULL"] if None in claim_ids else [])
     return f"WHERE {' OR '.join(keep) or 'false'}"
