@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from audits.ingest.readers.base import drop_read, read_raw, require_columns
+from audits.ingest.readers.base import drop_read, read_raw, reads_named, require_columns
 from audits.ingest.readers.wide import file_tables
 from audits.ingest.dates import accepted_formats, slash_date_orders
 from audits.ingest.validation import (DistinctCheck, Rule, _gx, check_distinct, date_check, discharge_status_sql,
@@ -39,8 +39,7 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_forma
     dates: see `audits.ingest.dates`. `stg_universe` is a view of the files as read (not a copy of
     millions of rows), kept with them until the next load."""
     drop_relation(con, "stg_universe")
-    for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary AND "
-                               "starts_with(view_name, 'raw_universe_')").fetchall():
+    for name in reads_named(con, "raw_universe_"):
         drop_read(con, name)
     selects = []
     for i, path in enumerate(paths):

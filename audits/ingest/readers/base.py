@@ -106,9 +106,21 @@ def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str 
         except InputError:
             drop_read(con, table)
             raise
+    number_rows(con, table, path)
+    return lowered
+
+
+def number_rows(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> None:
+    """View `table` of TEMP table `<table>__file` (a file's rows as DuckDB read them, in the file's
+    order) adding `_source_file` (`path` as given) and `_source_row` (rowid + 1, the data row)."""
     con.execute(f"CREATE TEMP VIEW {table} AS SELECT *, {_sql_str(str(path))} AS _source_file, "
                 f"rowid + 1 AS _source_row FROM {table}__file")
-    return lowered
+
+
+def reads_named(con: duckdb.DuckDBPyConnection, prefix: str) -> list[str]:
+    """The files read as `read_raw` leaves them (its views) whose name starts with `prefix`, by name."""
+    return [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary AND "
+                                      "starts_with(view_name, ?) ORDER BY 1", [prefix]).fetchall()]
 
 
 def drop_read(con: duckdb.DuckDBPyConnection, table: str) -> None:

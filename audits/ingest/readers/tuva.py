@@ -50,7 +50,7 @@ from audits.codes import normalise_code_sql, normalise_poa_sql
 from audits.contract import MAX_POSITIONS
 from audits.errors import InputError
 from audits.ingest.readers.base import (FileRead, _csv_source, _sql_str, create_staging, drop_read, header_columns,
-                                        header_spelling, read_raw)
+                                        header_spelling, number_rows, read_raw)
 from audits.ingest.readers.detect import UNKNOWN_CODER, age_sql, finish_staging
 from audits.ingest.validation import parse_date_sql
 from audits.warehouse import quote_ident
@@ -239,10 +239,8 @@ def _read(con: duckdb.DuckDBPyConnection, path: Path, raw: str, layout: LineLayo
         select = ", ".join(f"nullif(trim(CAST({quote_ident(orig)} AS VARCHAR)), '') AS {quote_ident(low)}"
                            for orig, low in keep)
         drop_read(con, raw)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {raw}_src AS SELECT {select} FROM {source}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {raw} AS SELECT {_sql_str(str(path))} AS _source_file, "
-                    f"rowid + 1 AS _source_row, * FROM {raw}_src")
-        con.execute(f"DROP TABLE {raw}_src")
+        con.execute(f"CREATE TEMP TABLE {raw}__file AS SELECT {select} FROM {source}")
+        number_rows(con, raw, path)
         return lowered
     except (duckdb.Error, InputError):
         return read_raw(con, path, raw, delim=delim)

@@ -19,16 +19,15 @@ import duckdb
 
 from audits.codes import normalise_code_sql, normalise_poa_sql
 from audits.contract import CODE_COLUMNS, MAX_POSITIONS
-from audits.ingest.readers.base import (FileRead, create_staging, drop_read, read_raw, require_columns,
-                                        require_rows, required_columns, stage_header)
+from audits.ingest.readers.base import (FileRead, create_staging, drop_read, read_raw, reads_named,
+                                        require_columns, require_rows, required_columns, stage_header)
 from audits.ingest.validation import ROW_DISCHARGE_DATE
 from audits.warehouse import drop_relation, quote_ident
 
 
 def file_tables(con: duckdb.DuckDBPyConnection, entity: str) -> list[str]:
-    """The files of `entity` read in the wide layout, as `read_raw` left them, in file order."""
-    return [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary AND "
-                                      "starts_with(view_name, ?) ORDER BY 1", [f"wide_{entity}_"]).fetchall()]
+    """The files of `entity` read in the wide layout, as `read_raw` left them."""
+    return reads_named(con, f"wide_{entity}_")
 
 
 def drop_file_tables(con: duckdb.DuckDBPyConnection, entity: str) -> None:
