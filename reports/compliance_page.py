@@ -49,10 +49,12 @@ def flag_data(wh: PeriodWarehouse) -> dict:
         data["upcoding_flags"] = flags
         query = data["flagged_claims_sql"] = flagged_claims_sql(wh)
         data["cases"] = cases(flags, cited_by_entity(wh, query))
-        data["flagged_claims_rows"] = int(wh.scalar(f"SELECT count(*) FROM ({query})"))
-        data["exposure"] = float(wh.scalar(f"""
-            SELECT coalesce(round(fsum(CASE WHEN delta < 0 THEN -delta ELSE 0 END), 2), 0)
-            FROM (SELECT claim_id, any_value(delta) AS delta FROM ({query}) GROUP BY claim_id)"""))
+        totals = wh.df(f"""
+            SELECT coalesce(sum(n), 0) AS flag_claim_rows,
+                   coalesce(round(fsum(CASE WHEN delta < 0 THEN -delta ELSE 0 END), 2), 0) AS exposure
+            FROM (SELECT claim_id, count(*) AS n, any_value(delta) AS delta FROM ({query}) GROUP BY claim_id)""")
+        data["flagged_claims_rows"] = int(totals["flag_claim_rows"].iloc[0])
+        data["exposure"] = float(totals["exposure"].iloc[0])
     for table, order in (("coder_funnel", "coder_id"), ("facility_target_areas", "target_area, facility_id"),
                          ("short_stay_rates", "level, entity")):
         if wh.has(table):
