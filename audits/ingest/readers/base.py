@@ -168,19 +168,30 @@ def _check_no_surplus_fields(con: duckdb.DuckDBPyConnection, path: Path, n_colum
     """DuckDB's strict reader still accepts a row with one surplus *empty* field (a stray comma in
     free text when the last column is blank) and shifts its values. Re-read with one column more
     than the header and refuse any row that fills it. A file that passed is not re-read while it
-    is unchanged (the same claims file often comes again as the universe)."""
+    is unchanged (the same claims file often comes again as the universe).
+
+    The check reads in parallel; only a file with such a row is read again, in order, to number
+    it, and a file DuckDB cannot pad in parallel (quoted line breaks) is read in order at once."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, n_columns, delim)
     if key in _NO_SURPLUS_FIELDS:
         return
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n_columns + 1)) + "}"
+
+    def source(parallel: bool) -> str:
+        return (f"read_csv({_sql_str(str(path))}, header=false, skip=1, delim={_sql_str(delim)}, quote='\"', "
+                f"escape='\"', columns={columns}, null_padding=true, auto_detect=false, "
+                f"parallel={'true' if parallel else 'false'}, nullstr='\x01', max_line_size={MAX_LINE_SIZE})")
+
+    try:
+        suspect = con.execute(f"SELECT EXISTS (SELECT 1 FROM {source(True)} WHERE c{n_columns} IS NOT NULL)"
+                              ).fetchall()[0][0]
+    except duckdb.Error:  # quoted line breaks: padding needs the serial reader
+        suspect = True
     found = con.execute(f"""
         SELECT min(r) FROM (
-            SELECT row_number() OVER () AS r, c{n_columns} AS surplus
-            FROM read_csv({_sql_str(str(path))}, header=false, skip=1, delim={_sql_str(delim)}, quote='"',
-                          escape='"', columns={columns}, null_padding=true, auto_detect=false,
-                          parallel=false, nullstr='\x01', max_line_size={MAX_LINE_SIZE}))
-        WHERE surplus IS NOT NULL""").fetchall()[0][0]
+            SELECT row_number() OVER () AS r, c{n_columns} AS surplus FROM {source(False)})
+        WHERE surplus IS NOT NULL""").fetchall()[0][0] if suspect else None
     if found is not None:
         raise InputError(f"row has more fields than the header's {n_columns} (a stray comma in a text "
                          "field? quote fields that contain commas)", file=path, row=int(found))
