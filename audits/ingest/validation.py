@@ -426,6 +426,9 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
     code_level = pd.concat([code_failures, row_failures], ignore_index=True)
 
     # Header rows: per-row values and verdicts in SQL; GX on their distinct values (`check_distinct`).
+    # `_staged_order`: the order rows were staged (a reader staging a view numbers them itself).
+    staged = [r[0] for r in con.execute(f"DESCRIBE stg_{entity}").fetchall()]
+    order = "" if "_staged_order" in staged else ", s.rowid AS _staged_order"
     if entity == "claims":
         parse_dates_once(con, "stg_claims", ["admit_date", "discharge_date"], orders, "claims_dates")
         con.execute(f"""
@@ -433,7 +436,7 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
             SELECT *, admit_date IS NULL OR admit_date_t IS NOT NULL AS admit_date_ok,
                    discharge_date IS NULL OR discharge_date_t IS NOT NULL AS discharge_date_ok,
                    age IS NULL OR age_t IS NOT NULL AS age_ok
-            FROM (SELECT s.*, s.rowid AS _staged_order, a.t AS admit_date_t, d.t AS discharge_date_t,
+            FROM (SELECT s.*{order}, a.t AS admit_date_t, d.t AS discharge_date_t,
                          {whole_number_sql('age')} AS age_t,
                          upper(sex) AS sex_n, {discharge_status_sql('discharge_status')} AS discharge_status_n,
                          {drg_sql('billed_drg')} AS billed_drg_n,
@@ -455,7 +458,7 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                            "reviewed_ids WHERE false"))
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE v_reviews AS
-            SELECT s.*, s.rowid AS _staged_order, {parse_date_sql('review_date', orders)} AS review_date_t,
+            SELECT s.*{order}, {parse_date_sql('review_date', orders)} AS review_date_t,
                    review_date IS NULL OR {parse_date_sql('review_date', orders)} IS NOT NULL AS review_date_ok,
                    {discharge_status_sql('discharge_status')} AS discharge_status_n,
                    {drg_sql('reviewer_drg')} AS reviewer_drg_n,
@@ -469,9 +472,8 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                              WHERE kind = 'dx' AND position_t = 1 AND claim_id IS NOT NULL) AS has_principal_dx
             FROM stg_reviews s""")
     # The rejected value is the row's own text in the rule's column (none for dx1: codes are apart).
-    staged = [r[0] for r in con.execute(f"DESCRIBE stg_{entity}").fetchall()]
     value = " ".join(f"WHEN '{c}' THEN CAST(c.\"{c}\" AS VARCHAR)" for c in staged
-                     if c not in ("_source_file", "_source_row", "extra_columns"))
+                     if c not in ("_source_file", "_source_row", "_staged_order", "extra_columns"))
     header_failures = check_distinct(
         con, f"v_{entity}", _header_checks(entity, accepted_formats(orders)),
         f'c._source_file, c._source_row, c.claim_id, f."column", f.rule, CASE f."column" {value} END AS value, '

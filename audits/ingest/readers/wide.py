@@ -1,5 +1,7 @@
 """The canonical wide layout: one row per claim (or review) with dx1..dx25, poa1..poa25, px1..px25.
 
+`stg_<entity>` is a view of the files' header columns, not a copy (a copy was 0.4 s a million
+claims, and past DuckDB's memory limit more to spill); it numbers its rows in `_staged_order`.
 `stg_<entity>_codes` is a view that unpivots the file's table, not a copy: validation writes the
 code rows (about 8 per claim) once, normalised (each copy of them was seconds of a 1M-claim load
 and, past DuckDB's memory limit, most of its spilling). The file's tables (`wide_<entity>_<i>`)
@@ -25,6 +27,11 @@ from audits.ingest.validation import ROW_DISCHARGE_DATE
 from audits.warehouse import drop_relation, quote_ident
 
 
+# `_staged_order` of the header rows: file i's row r is i * FILE_ORDER_STEP + r (the order a table
+# of the files, staged one after the other, would give them).
+FILE_ORDER_STEP = 1 << 40
+
+
 def file_tables(con: duckdb.DuckDBPyConnection, entity: str) -> list[str]:
     """The files of `entity` read in the wide layout, as `read_raw` left them."""
     return reads_named(con, f"wide_{entity}_")
@@ -41,7 +48,7 @@ def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dic
     create_staging(con, entity)
     drop_file_tables(con, entity)
     reads: dict[str, FileRead] = {}
-    branches, keys = [], []
+    headers, branches, keys = [], [], []
     for i, path in enumerate(paths):
         raw = f"wide_{entity}_{i}"
         columns = read_raw(con, path, raw, untrimmed=CODE_COLUMNS)
@@ -49,11 +56,14 @@ def stage(con: duckdb.DuckDBPyConnection, entity: str, paths: list[Path]) -> dic
         require_columns(columns, required_columns(entity) + ("dx1",), path,
                         hint="" if "dx1" in columns else
                         " (wide layout; for the long layout give the diagnoses file too)")
-        con.execute(f"INSERT INTO stg_{entity} BY NAME {stage_header(entity, raw, columns, CODE_COLUMNS)}")
+        headers.append(f"SELECT *, {i} * {FILE_ORDER_STEP} + _source_row AS _staged_order "
+                       f"FROM ({stage_header(entity, raw, columns, CODE_COLUMNS)})")
         branches.append(_unpivot_codes(entity, raw, columns))
         keys.append(_normalised_codes(entity, raw, columns, [str(p) for p in paths]))
         reads[str(path)] = FileRead(records=con.execute(f"SELECT count(*) FROM {raw}").fetchall()[0][0])
-    if branches:  # else the empty table create_staging made
+    if branches:  # else the empty tables create_staging made
+        drop_relation(con, f"stg_{entity}")
+        con.execute(f"CREATE TEMP VIEW stg_{entity} AS {' UNION ALL '.join(headers)}")
         drop_relation(con, f"stg_{entity}_codes")
         con.execute(f"CREATE TEMP VIEW stg_{entity}_codes AS {' UNION ALL '.join(branches)}")
         con.execute(f"CREATE TEMP VIEW stg_{entity}_code_keys AS {' UNION ALL '.join(keys)}")
