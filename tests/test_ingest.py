@@ -120,6 +120,17 @@ def test_duplicate_claim_ids_are_both_rejected(con, tmp_path):
     assert con.execute("SELECT count(*) FROM claims").fetchall()[0][0] == 3
 
 
+def test_wide_row_without_dx1_is_missing_its_principal_dx_even_when_its_claim_id_has_one(con, tmp_path):
+    # In the wide layout the principal diagnosis is the row's own dx1: row 5 repeats claim A1 with
+    # its codes from dx2 on, so it is rejected for its blank dx1 too (row 1's dx1 is not its own).
+    rows = good_claims() + [claim("A1", ["I50.23"])]
+    rows[-1]["dx"] = [("", "")] + rows[-1]["dx"]
+    result = load_wide(con, tmp_path, rows, max_rejected_share=1.0)
+    got = sorted(zip(result.rejections["row"].astype(int), result.rejections["rule"]))
+    assert got == [(1, "duplicate_claim_id"), (5, "duplicate_claim_id"), (5, "principal_dx_missing")]
+    assert con.execute("SELECT count(*) FROM claims").fetchall()[0][0] == 3
+
+
 def test_review_rules(con, tmp_path):
     reviews = good_reviews() + [review("ZZ9", ["I50.23"]), review("A4", ["A41.9"]),
                                 review("A4", ["A41.9", "R65.20"])]

@@ -427,8 +427,13 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
 
     # Header rows: per-row values and verdicts in SQL; GX on their distinct values (`check_distinct`).
     # `_staged_order`: the order rows were staged (a reader staging a view numbers them itself).
+    # `_has_principal_dx`: a reader staging one row per claim with its codes (the wide layout) says
+    # whether the row's dx1 holds a code; otherwise the claim is looked up among the code rows.
     staged = [r[0] for r in con.execute(f"DESCRIBE stg_{entity}").fetchall()]
     order = "" if "_staged_order" in staged else ", s.rowid AS _staged_order"
+    principal = ("s.claim_id IS NULL OR s._has_principal_dx" if "_has_principal_dx" in staged else
+                 f"""s.claim_id IS NULL OR s.claim_id IN (SELECT claim_id FROM {entity}_code_keys
+                     WHERE kind = 'dx' AND position_t = 1 AND claim_id IS NOT NULL)""")
     if entity == "claims":
         parse_dates_once(con, "stg_claims", ["admit_date", "discharge_date"], orders, "claims_dates")
         con.execute(f"""
@@ -440,8 +445,7 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                          {whole_number_sql('age')} AS age_t,
                          upper(sex) AS sex_n, {discharge_status_sql('discharge_status')} AS discharge_status_n,
                          {drg_sql('billed_drg')} AS billed_drg_n,
-                         s.claim_id IS NULL OR s.claim_id IN (SELECT claim_id FROM {entity}_code_keys
-                             WHERE kind = 'dx' AND position_t = 1 AND claim_id IS NOT NULL) AS has_principal_dx
+                         {principal} AS has_principal_dx
                   FROM stg_claims s
                   LEFT JOIN claims_dates a ON a._source_file = s._source_file AND a.v = s.admit_date
                   LEFT JOIN claims_dates d ON d._source_file = s._source_file AND d.v = s.discharge_date)""")
@@ -468,12 +472,11 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                    s.claim_id IN (SELECT claim_id FROM reviewed_staged)
                        AND s.claim_id NOT IN (SELECT claim_id FROM reviewed_ok)
                        AND s.claim_id NOT IN (SELECT claim_id FROM reviewed_published) AS claim_rejected,
-                   s.claim_id IS NULL OR s.claim_id IN (SELECT claim_id FROM {entity}_code_keys
-                             WHERE kind = 'dx' AND position_t = 1 AND claim_id IS NOT NULL) AS has_principal_dx
+                   {principal} AS has_principal_dx
             FROM stg_reviews s""")
     # The rejected value is the row's own text in the rule's column (none for dx1: codes are apart).
     value = " ".join(f"WHEN '{c}' THEN CAST(c.\"{c}\" AS VARCHAR)" for c in staged
-                     if c not in ("_source_file", "_source_row", "_staged_order", "extra_columns"))
+                     if c not in ("_source_file", "_source_row", "_staged_order", "_has_principal_dx", "extra_columns"))
     header_failures = check_distinct(
         con, f"v_{entity}", _header_checks(entity, accepted_formats(orders)),
         f'c._source_file, c._source_row, c.claim_id, f."column", f.rule, CASE f."column" {value} END AS value, '

@@ -312,11 +312,12 @@ def create_staging(con: duckdb.DuckDBPyConnection, entity: str) -> None:
                 'claim_id VARCHAR, "column" VARCHAR, rule VARCHAR, value VARCHAR, reason VARCHAR)')
 
 
-def stage_header(entity: str, raw: str, columns: list[str], code_columns: tuple[str, ...] = ()) -> str:
+def stage_header(entity: str, raw: str, columns: list[str], code_columns: tuple[str, ...] = (),
+                 also: tuple[str, ...] = ()) -> str:
     """SELECT of the contract's header columns (missing optional ones as NULL) + extra_columns JSON
-    over a table read by `read_raw` (the canonical layouts)."""
+    over a table read by `read_raw` (the canonical layouts); `also`: more expressions to select."""
     known = header_columns(entity)
-    parts = ["_source_file", "_source_row"]
+    parts = ["_source_file", "_source_row", *also]
     for name in known:
         parts.append(quote_ident(name) if name in columns else f"CAST(NULL AS VARCHAR) AS {name}")
     extras = [c for c in columns if c not in known and c not in code_columns
