@@ -108,10 +108,13 @@ def after_publish_sql(con, warehouse: str, table: str, staged: dict[str, str]) -
 
 
 def stage_rows(con: duckdb.DuckDBPyConnection, table: str, select_sql: str, replaces: str,
-               columns_ddl: str | None = None, params: dict | None = None) -> int:
+               columns_ddl: str | None = None, params: dict | None = None, append: bool = False) -> int:
     """Stage `select_sql`'s rows as the run's `table`, replacing the published rows where `replaces`
-    holds. With `columns_ddl` the staged table has exactly the warehouse's column types."""
-    if columns_ddl:
+    holds. With `columns_ddl` the staged table has exactly the warehouse's column types. `append`:
+    add them to the rows the step already wrote into the staged `table` (same columns)."""
+    if append:
+        con.execute(f"INSERT INTO {STAGE}.main.{table} BY NAME {select_sql}", params or {})
+    elif columns_ddl:
         con.execute(f"CREATE OR REPLACE TABLE {STAGE}.main.{table} ({columns_ddl})")
         con.execute(f"INSERT INTO {STAGE}.main.{table} BY NAME {select_sql}", params or {})
     else:

@@ -112,6 +112,19 @@ def test_each_rule_rejects_its_row_and_good_rows_load(con, tmp_path, bad, column
     assert stored == [(str(tmp_path / "claims.csv"), 5, column, rule)]
 
 
+def test_code_rows_of_rejected_claims_and_of_rows_without_claim_id_are_not_published(con, tmp_path):
+    # Validation writes a wide file's code rows straight into the stage; publishing must still
+    # leave out those of the rejected claim (B10, invalid code) and of the row without a claim_id,
+    # and the two columns only validation reads.
+    rows = good_claims() + [claim("B10", ["I50.2", "N17.9"]), claim("B1", ["I50.23", "I10"], claim_id="")]
+    load_wide(con, tmp_path, rows, max_rejected_share=1.0)
+    assert [r[0] for r in con.execute("DESCRIBE claim_codes").fetchall()] == [
+        "claim_id", "side", "kind", "position", "code", "poa"]
+    # A1 3 dx, A2 2 dx, A3 1 dx + 1 px, A4 2 dx: the good claims' 9 code rows, no other.
+    assert con.execute("SELECT claim_id, count(*) FROM claim_codes GROUP BY 1 ORDER BY 1").fetchall() == [
+        ("A1", 3), ("A2", 2), ("A3", 2), ("A4", 2)]
+
+
 def test_duplicate_claim_ids_are_both_rejected(con, tmp_path):
     rows = good_claims() + [claim("A1", ["I50.23"])]
     result = load_wide(con, tmp_path, rows, max_rejected_share=1.0)

@@ -21,10 +21,10 @@ import pandas as pd
 from audits.revenue.coverage import check_reference_coverage
 from audits.errors import InputError
 from audits.revenue.grouping import msdrg_versions
-from audits.ingest.readers import InputFiles, stage_inputs
+from audits.ingest.readers import InputFiles, StagedInputs, stage_inputs
 from audits.staging import STAGE, direct_publish, stage_rows
 from audits.ingest.universe import stage_universe
-from audits.ingest.validation import preload_gx, validate_load
+from audits.ingest.validation import STAGED_CODE_COLUMNS, codes_go_to_stage, preload_gx, validate_load
 from audits.warehouse import SCHEMA, ensure_schema, unordered
 
 
@@ -89,6 +89,17 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
         ensure_schema(con)
     staged = stage_inputs(con, files)
     step(1, 4)
+    with direct_publish(con):  # outside a run: a stage in memory, published if the load succeeds
+        result = _validate_and_stage(con, files, staged, audit_period, max_rejected_share, weights_dir,
+                                     date_format, step)
+    step(4, 4)
+    return result
+
+
+def _validate_and_stage(con: duckdb.DuckDBPyConnection, files: InputFiles, staged: StagedInputs,
+                        audit_period: str, max_rejected_share: float, weights_dir: str | Path | None,
+                        date_format: str | None, step: Callable[[int, int], None]) -> LoadResult:
+    """`load` once the files are read: validate, stage the universe, stage the accepted rows."""
     # Reviews are checked against the claims that will exist after this load: this load's accepted
     # claims, and the published ones it neither replaces (its period) nor re-loads.
     period_sql = audit_period.replace("'", "''")
@@ -126,7 +137,6 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
                 file=first.iloc[0]["source_file"] if not first.empty else None)
     result.coverage = check_reference_coverage(con, ["ok_claims", "ok_universe"], msdrg_versions(), weights_dir)
     _publish(con, result, files)
-    step(4, 4)
     return result
 
 
@@ -151,17 +161,23 @@ def _publish(con: duckdb.DuckDBPyConnection, result: LoadResult, files: InputFil
     values = {"p": period, "l": result.load_id}
     in_period = f"audit_period = '{p}'"
     try:
-        with unordered(con), direct_publish(con):  # published tables are read by key, never by order
+        with unordered(con):  # published tables are read by key, never by order
             # claim_codes first: its condition reads the published claims and reviews it replaces.
-            stage_rows(con, "claim_codes", """
-                SELECT claim_id, 'original' AS side, kind, position, code, poa FROM ok_claims_codes
-                UNION ALL
-                SELECT claim_id, 'audited', kind, position, code, poa FROM ok_reviews_codes""",
-                f"""(side = 'original' AND claim_id IN (SELECT claim_id FROM {{warehouse}}.main.claims
+            replaces = f"""(side = 'original' AND claim_id IN (SELECT claim_id FROM {{warehouse}}.main.claims
                         WHERE {in_period} UNION ALL SELECT claim_id FROM {STAGE}.main.claims))
                     OR (side = 'audited' AND claim_id IN (SELECT claim_id FROM {{warehouse}}.main.reviews
-                        WHERE {in_period} UNION ALL SELECT claim_id FROM {STAGE}.main.reviews))""",
-                SCHEMA["claim_codes"])
+                        WHERE {in_period} UNION ALL SELECT claim_id FROM {STAGE}.main.reviews))"""
+            audited = "SELECT claim_id, 'audited' AS side, kind, position, code, poa FROM ok_reviews_codes"
+            if codes_go_to_stage(con, "claims"):  # validation wrote the claims' code rows there
+                codes = f"{STAGE}.main.claim_codes"
+                con.execute(f"DELETE FROM {codes} WHERE claim_id IS NULL OR claim_id IN "
+                            "(SELECT claim_id FROM claims_rejected_ids)")
+                for column in STAGED_CODE_COLUMNS:
+                    con.execute(f"ALTER TABLE {codes} DROP COLUMN {column}")
+                stage_rows(con, "claim_codes", audited, replaces, append=True)
+            else:
+                stage_rows(con, "claim_codes", "SELECT claim_id, 'original' AS side, kind, position, code, poa "
+                           f"FROM ok_claims_codes UNION ALL {audited}", replaces, SCHEMA["claim_codes"])
             for table, source in (("claims", "ok_claims"), ("reviews", "ok_reviews"), ("universe", "ok_universe")):
                 stage_rows(con, table, f"SELECT *, $p AS audit_period, $l AS load_id FROM {source}",
                            in_period if table == "universe" else
