@@ -374,6 +374,39 @@ def test_overdispersed_z_worked_example(con, tmp_path):
     assert float(lim["lower_998"]) == pytest.approx(0.2 - 3.090232 * 0.0452155, rel=1e-5)
 
 
+def _betabinom_tail_exact(lo: int, hi: int, n: int, a: int, b: int) -> float:
+    """P(lo <= X <= hi), X ~ beta-binomial(n, a, b) with whole a and b, in exact rational arithmetic:
+    pmf(k) = C(n, k) B(k + a, n - k + b) / B(a, b), B(x, y) = (x-1)! (y-1)! / (x+y-1)!."""
+    from fractions import Fraction
+
+    def beta(x, y):
+        return Fraction(math.factorial(x - 1) * math.factorial(y - 1), math.factorial(x + y - 1))
+    return float(sum(math.comb(n, k) * beta(k + a, n - k + b) for k in range(lo, hi + 1)) / beta(a, b))
+
+
+def test_betabinom_upper_tail_is_exact_where_one_minus_cdf_is_not():
+    from audits.flags.stats import betabinom_upper_tail
+    # n = 3000 trials, a = 40, b = 160 (mean 600): scipy's sf (1 - cdf) is 0.4% off at 1.85e-9 and
+    # returns noise far out in the tail; the exact sums are worked out with fractions.
+    for x, relative in ((1200, 1e-9), (1500, 1e-9), (700, 1e-9)):
+        exact = _betabinom_tail_exact(x, 3000, 3000, 40, 160)
+        got = float(betabinom_upper_tail(x, 3000, 40.0, 160.0))
+        assert got == pytest.approx(exact, rel=relative), (x, got, exact)
+    # 6.8e-18: below the spacing of doubles near 1, so no 1 - cdf can give it.
+    assert _betabinom_tail_exact(1500, 3000, 3000, 40, 160) < np.finfo(float).eps / 2
+
+
+def test_facility_p_value_does_not_move_with_the_last_bit_of_tau2():
+    # F002's mcc_share_177_179 on the 1M benchmark: 975 of 3148 at a pooled 21.3%. Two runs' tau2
+    # differed in the last bit only (peers summed in another order) and 1 - cdf gave 1.5e-11 and 3.7e-12;
+    # the tail itself is about 2e-19, the same to 9 digits for both.
+    p0, tau2 = 0.2134796562791179, 2.830162103364457e-05
+    p = [float(flags.stats.overdispersed_p(975, 3148, p0, t, 1e-5, "both"))
+         for t in (tau2, np.nextafter(tau2, 1.0))]
+    assert 0 < p[0] < 1e-15
+    assert p[1] == pytest.approx(p[0], rel=1e-9)
+
+
 def test_winsorising_below_ten_peers_changes_nothing():
     # Five peers (den 100): 10, 15, 20, 25, 30 -> p0 = 0.2, z = -2.5 -1.25 0 1.25 2.5; floor(0.5) = 0
     # winsorised; I phi = 6.25 + 1.5625 + 0 + 1.5625 + 6.25 = 15.625; tau2 = (15.625 - 4) / (5 x 625 - 625)

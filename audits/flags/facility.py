@@ -85,7 +85,8 @@ def facility_target_areas(con: duckdb.DuckDBPyConnection, areas: pd.DataFrame,
         WITH c AS ({counts.format(who="x.peer_id", table="_flags_peer_drg")}),
         n AS (SELECT target_area, count(DISTINCT drg) AS area_cells FROM _flags_area_drgs GROUP BY ALL)
         SELECT c.*, c.den >= {MIN_COUNT} AND ({not suppressed_file} OR c.cells = n.area_cells) AS complete
-        FROM c JOIN n USING (target_area)""").df()
+        FROM c JOIN n USING (target_area)
+        ORDER BY target_area, peer_id""").df()  # in a fixed order: tau2's sums come out to the same last bit
     with np.errstate(divide="ignore", invalid="ignore"):
         peer_rows = pd.DataFrame({
             "target_area": peer["target_area"], "peer_id": peer["peer_id"].astype(str),

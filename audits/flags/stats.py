@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy.special import logsumexp
 from scipy.stats import betabinom, hypergeom, norm
 
 WINSOR_SHARE = 0.10   # Spiegelhalter 2005: the 10% most extreme z-scores at each end are winsorised
@@ -117,6 +118,24 @@ def overdispersed_z(num, den, p0, tau2) -> tuple[np.ndarray, np.ndarray]:
         return (y - p0) / np.sqrt(var), (y - p0) / np.sqrt(var + tau2)
 
 
+# Below this, an upper tail is summed from its own terms (`betabinom_upper_tail`).
+EXACT_TAIL_BELOW = 1e-6
+
+
+def betabinom_upper_tail(x, n, a, b) -> np.ndarray:
+    """P(X >= x), X ~ beta-binomial(n, a, b). scipy's `sf` is 1 - cdf: its absolute error, ~1e-11 at a
+    few thousand trials, swamps a small tail (a true 2e-19 came out as 0 or 1.4e-11 as the inputs' last
+    bits moved). Tails below EXACT_TAIL_BELOW are summed from their own terms, in log space, for the
+    few rows that have one. (The lower tail, `cdf`, sums its own terms already.)"""
+    x, n, a, b = np.broadcast_arrays(*(np.asarray(v, dtype="float64") for v in (x, n, a, b)))
+    p = np.array(betabinom.sf(x - 1, n, a, b), dtype="float64", ndmin=1)
+    small = np.flatnonzero(np.isfinite(p.ravel()) & (p.ravel() < EXACT_TAIL_BELOW) & (x.ravel() > 0))
+    for i in small:   # per extreme row: each sums its own range of counts
+        k = np.arange(int(x.flat[i]), int(n.flat[i]) + 1)
+        p.flat[i] = np.exp(logsumexp(betabinom.logpmf(k, n.flat[i], a.flat[i], b.flat[i]))) if len(k) else 0.0
+    return p.reshape(x.shape)
+
+
 def overdispersed_p(num, den, p0, tau2, var_p0, direction) -> np.ndarray:
     """p of the facility's count in the area's direction ('high' P(X >= x), 'low' P(X <= x), 'both' twice the
     smaller tail), X ~ beta-binomial(n) with mean p0 and extra variance tau2 + var_p0:
@@ -133,7 +152,7 @@ def overdispersed_p(num, den, p0, tau2, var_p0, direction) -> np.ndarray:
         rho = np.clip((tau2 + var_p0) / (p0 * (1 - p0)), 1e-12, 1 - 1e-9)
         scale = 1 / rho - 1
         a, b = p0 * scale, (1 - p0) * scale
-        upper = np.where(num <= 0, 1.0, betabinom.sf(num - 1, den, a, b))
+        upper = np.where(num <= 0, 1.0, betabinom_upper_tail(num, den, a, b))
         lower = betabinom.cdf(num, den, a, b)
     return np.select([direction == "high", direction == "low"], [upper, lower],
                      np.minimum(1.0, 2.0 * np.minimum(upper, lower)))
