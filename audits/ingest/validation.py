@@ -498,8 +498,8 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
                    {principal} AS has_principal_dx
             FROM stg_reviews s""")
     # The rejected value is the row's own text in the rule's column (none for dx1: codes are apart).
-    value = " ".join(f"WHEN '{c}' THEN CAST(c.\"{c}\" AS VARCHAR)" for c in staged
-                     if c not in ("_source_file", "_source_row", "_staged_order", "_has_principal_dx", "extra_columns"))
+    not_values = ("_source_file", "_source_row", "_staged_order", "_has_principal_dx", "extra_columns")
+    value = " ".join(f"WHEN '{c}' THEN CAST(c.\"{c}\" AS VARCHAR)" for c in staged if c not in not_values)
     header_failures = check_distinct(
         con, f"v_{entity}", _header_checks(entity, accepted_formats(orders)),
         f'c._source_file, c._source_row, c.claim_id, f."column", f.rule, CASE f."column" {value} END AS value, '
