@@ -303,9 +303,9 @@ def test_rows_with_invalid_codes_or_poa_are_named_whether_looked_up_by_claim_or_
     claim_id and 12345 at dx1, no diagnosis code's shape, so it is rejected for the blank claim_id
     and for the code (its codes have no date, so only their shape is checked); row 7 (X2) has a
     valid I50.23; row 8 (X3) has POA Q, no POA value."""
-    import audits.ingest.validation as validation
+    import audits.ingest.expectations as expectations
 
-    monkeypatch.setattr(validation, "FAILED_CODE_CLAIMS_LISTED", listed)
+    monkeypatch.setattr(expectations, "FAILED_CODE_CLAIMS_LISTED", listed)
     rows = good_claims() + [claim("X1", ["I50.23", "I50.2"]), claim("", ["12345"]), claim("X2", ["I50.23"]),
                             claim("X3", [("I50.23", "Q")])]
     result = load_wide(con, tmp_path, rows, max_rejected_share=1.0)

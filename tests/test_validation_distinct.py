@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
-from audits.ingest.validation import DistinctCheck, Rule, _gx, check_distinct, once, present
+from audits.ingest.expectations import DistinctCheck, Rule, _gx, check_distinct, once, present
 
 
 def test_distinct_values_and_row_verdicts_find_the_failing_rows_in_rule_order():
@@ -17,7 +17,7 @@ def test_distinct_values_and_row_verdicts_find_the_failing_rows_in_rule_order():
         (4, 'A', 'F', 130), (5, 'C', 'X', 70), (6, 'D', 'M', 80)) v(r, claim_id, sex, age)""")
     e = _gx().expectations
     checks = [
-        DistinctCheck("rows", {"claim_id": present("claim_id"), "claim_id_once": once("claim_id")}, [
+        DistinctCheck("rows", {"claim_id": present("claim_id"), "claim_id_once": once("claim_id", "t")}, [
             Rule("required", "claim_id", "missing", lambda: e.ExpectColumnValuesToNotBeNull(column="claim_id")),
             Rule("duplicate", "claim_id", "twice",
                  lambda: e.ExpectColumnValuesToBeInSet(column="claim_id_once", value_set=[True]))]),

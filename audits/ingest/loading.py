@@ -24,7 +24,8 @@ from audits.revenue.grouping import msdrg_versions
 from audits.ingest.readers import InputFiles, StagedInputs, stage_inputs
 from audits.staging import STAGE, direct_publish, stage_rows
 from audits.ingest.universe import stage_universe
-from audits.ingest.validation import STAGED_CODE_COLUMNS, codes_go_to_stage, preload_gx, validate_load
+from audits.ingest.expectations import preload_gx
+from audits.ingest.validation import STAGED_CODE_COLUMNS, codes_go_to_stage, validate_load
 from audits.warehouse import SCHEMA, ensure_schema, unordered
 
 

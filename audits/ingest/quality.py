@@ -11,7 +11,7 @@ import duckdb
 
 from audits.codes import ICD10CM_PATTERN, ICD10PCS_PATTERN, POA_VALUES
 from audits.contract import AGE_MAX, AGE_MIN, SEX_VALUES
-from audits.ingest.validation import DistinctCheck, Rule, _gx, check_distinct, once, present
+from audits.ingest.expectations import DistinctCheck, Rule, _gx, check_distinct, once, present
 
 
 def _checks(table: str) -> list[DistinctCheck]:
@@ -20,7 +20,7 @@ def _checks(table: str) -> list[DistinctCheck]:
     if table == "claims":
         return [
             DistinctCheck("claims_rows", {
-                "claim_id": present("claim_id"), "claim_id_once": once("claim_id"),
+                "claim_id": present("claim_id"), "claim_id_once": once("claim_id", table),
                 "no_principal": """claim_id NOT IN (SELECT claim_id FROM claim_codes
                                    WHERE side = 'original' AND kind = 'dx' AND position = 1)"""}, [
                 Rule("unique", "claim_id", "claim_id unique",
@@ -41,7 +41,7 @@ def _checks(table: str) -> list[DistinctCheck]:
         ]
     if table == "reviews":
         return [DistinctCheck("reviews_rows", {
-            "claim_id_once": once("claim_id"),
+            "claim_id_once": once("claim_id", table),
             "has_claim": "claim_id IN (SELECT claim_id FROM claims)"}, [
             Rule("unique", "claim_id", "one review per claim",
                  lambda: e.ExpectColumnValuesToBeInSet(column="claim_id_once", value_set=[True])),
@@ -61,7 +61,7 @@ def _checks(table: str) -> list[DistinctCheck]:
 
 def published_checks(con: duckdb.DuckDBPyConnection, table: str) -> dict:
     """Run the suite of `table`; {'passed': bool, 'metadata': {rule: failing rows}}. GX sees the
-    distinct values, not every row (`audits.ingest.validation.check_distinct`); counts are of rows."""
+    distinct values, not every row (`audits.ingest.expectations.check_distinct`); counts are of rows."""
     exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
                          [table]).fetchall()[0][0]
     if not exists:

@@ -14,8 +14,8 @@ import pandas as pd
 from audits.ingest.readers.base import drop_read, read_raw, reads_named, require_columns
 from audits.ingest.readers.wide import file_tables
 from audits.ingest.dates import accepted_formats, slash_date_orders
-from audits.ingest.validation import (DistinctCheck, Rule, _gx, check_distinct, date_check, discharge_status_sql,
-                                      drg_sql, once, parse_date_sql, parse_dates_once, present,
+from audits.ingest.expectations import DistinctCheck, Rule, _gx, check_distinct, once, present
+from audits.ingest.validation import (date_check, discharge_status_sql, drg_sql, parse_date_sql, parse_dates_once,
                                       whole_number_sql)
 from audits.warehouse import drop_relation, quote_ident
 
@@ -61,7 +61,7 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_forma
     orders = slash_date_orders(con, "stg_universe", ["admit_date", "discharge_date"], date_format, warnings)
     e = _gx().expectations
     checks = [
-        DistinctCheck("rows", {"claim_id": present("claim_id"), "claim_id_once": once("claim_id")}, [
+        DistinctCheck("rows", {"claim_id": present("claim_id"), "claim_id_once": once("claim_id", "stg_universe")}, [
             Rule("required_value_missing", "claim_id", "claim_id is required and is blank",
                  lambda: e.ExpectColumnValuesToNotBeNull(column="claim_id")),
             Rule("duplicate_claim_id", "claim_id", "claim_id appears more than once in the universe",

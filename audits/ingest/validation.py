@@ -2,33 +2,26 @@
 
 Every rule is a GX expectation; rows it finds unexpected go to quarantine with the rule as the
 reason, the rest load. GX runs on small pandas frames of distinct values, never on a batch of
-every row (`check_distinct`): codes once per distinct (kind, code, MS-DRG version), header values
-once per distinct raw value, and the rules that are per row by nature on per-row verdicts
-computed in DuckDB SQL. Failing values are joined back to their rows set-based.
+every row (`audits.ingest.expectations.check_distinct`): codes once per distinct (kind, code,
+MS-DRG version), header values once per distinct raw value, and the rules that are per row by
+nature on per-row verdicts computed in DuckDB SQL. Failing values are joined back to their rows
+set-based.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import threading
-import uuid
-from dataclasses import dataclass
-from typing import Callable
-
 import duckdb
 import pandas as pd
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-
-from audits.codes import (ICD10CM_PATTERN, ICD10PCS_PATTERN, POA_VALUES, drg_version_sql,  # noqa: E402
-                          normalise_code_sql, normalise_poa_sql)
-from audits.ingest.code_validity import code_validity  # noqa: E402
-from audits.contract import (AGE_MAX, AGE_MIN, DISCHARGE_STATUS_VALUES, MAX_POSITIONS,  # noqa: E402
-                             SEX_VALUES)
-from audits.ingest.dates import accepted_formats, parse_date_sql, slash_date_orders  # noqa: E402,F401 - re-exported
-from audits.staging import STAGE  # noqa: E402
-from audits.warehouse import drop_relation, temp_relation_exists, unordered  # noqa: E402
+from audits.codes import (ICD10CM_PATTERN, ICD10PCS_PATTERN, POA_VALUES, drg_version_sql, normalise_code_sql,
+                          normalise_poa_sql)
+from audits.contract import AGE_MAX, AGE_MIN, DISCHARGE_STATUS_VALUES, MAX_POSITIONS, SEX_VALUES
+from audits.ingest.code_validity import code_validity
+from audits.ingest.dates import accepted_formats, parse_date_sql, slash_date_orders  # noqa: F401 - re-exported
+from audits.ingest.expectations import (DistinctCheck, Rule, _gx, check_distinct, claims_clause, once, present,
+                                        run_expectations)
+from audits.staging import STAGE
+from audits.warehouse import drop_relation, temp_relation_exists, unordered
 
 # Readers may stage their own findings (stg_<entity>_findings); validation quarantines them.
 READER_FINDINGS = True
@@ -47,30 +40,6 @@ STAGED_CODE_COLUMNS = ("_source_file", ROW_DISCHARGE_DATE)
 REJECTION_COLUMNS = ["entity", "source_file", "row", "claim_id", "column", "rule", "value", "reason"]
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One validation rule: the GX expectation, the input column it is reported against, and
-    the plain-words reason written to `rejected_rows`."""
-
-    rule: str
-    column: str
-    reason: str
-    expectation: Callable[[], object]
-
-
-def _gx():
-    import great_expectations as gx
-    return gx
-
-
-def preload_gx() -> None:
-    """Import Great Expectations in the background (a fixed ~3 s of Python imports, most of a
-    small load's time) while DuckDB, which releases the GIL, reads the files; the first rule to
-    run waits for it."""
-    if "great_expectations.expectations" not in sys.modules:
-        threading.Thread(target=lambda: _gx().expectations, name="preload-gx", daemon=True).start()
-
-
 def whole_number_sql(column: str) -> str:
     """A whole number written as digits (an optional sign); '70.5', '1e2' or '0x46' are NULL."""
     return f"(CASE WHEN regexp_full_match(trim({column}), '[+-]?[0-9]{{1,9}}') THEN CAST(trim({column}) AS INTEGER) END)"
@@ -85,125 +54,6 @@ def drg_sql(column: str) -> str:
             f"ELSE {column} END")
 
 
-def run_expectations(suite_name: str, frame: pd.DataFrame, rules: list[Rule],
-                     key_columns: list[str]) -> pd.DataFrame:
-    """Run `rules` with GX on `frame`; return one row per (unexpected row, rule): key columns,
-    rule, column, reason. Also returns nothing silently: a GX failure to evaluate raises."""
-    if frame.empty or not rules:
-        return pd.DataFrame(columns=key_columns + ["rule", "column", "reason"])
-    gx = _gx()
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    name = f"{suite_name}_{uuid.uuid4().hex[:8]}"
-    batch_definition = (context.data_sources.add_pandas(name)
-                        .add_dataframe_asset(name=name)
-                        .add_batch_definition_whole_dataframe(name))
-    suite = context.suites.add(gx.ExpectationSuite(name=name))
-    by_id = {}
-    for rule in rules:
-        expectation = suite.add_expectation(rule.expectation())
-        by_id[expectation.id] = rule
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=name, data=batch_definition, suite=suite))
-    result = definition.run(
-        batch_parameters={"dataframe": frame},
-        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": key_columns,
-                       "return_unexpected_index_query": False})
-    failures = []
-    for outcome in result.results:
-        rule = by_id[outcome.expectation_config.id]
-        if outcome.exception_info and outcome.exception_info.get("raised_exception"):
-            raise RuntimeError(f"validation rule {rule.rule} could not run: "
-                               f"{outcome.exception_info.get('exception_message')}")
-        if outcome.success:
-            continue
-        index = outcome.result.get("unexpected_index_list") or []
-        if not index:
-            continue
-        found = pd.DataFrame(index)[key_columns]
-        found["rule"], found["column"], found["reason"] = rule.rule, rule.column, rule.reason
-        failures.append(found)
-    if not failures:
-        return pd.DataFrame(columns=key_columns + ["rule", "column", "reason"])
-    return pd.concat(failures, ignore_index=True)
-
-
-@dataclass(frozen=True)
-class DistinctCheck:
-    """Rules GX runs on the distinct values of `keys` rather than on every row: `keys` maps each
-    column of GX's frame to its SQL over the checked table's rows. A rule that is per row by nature
-    (not null, unique) is given a per-row verdict column (TRUE or NULL, TRUE or FALSE) computed in
-    SQL, so its frame is the few distinct verdicts. Failing values are joined back to the rows."""
-
-    name: str
-    keys: dict[str, str]
-    rules: list[Rule]
-    where: str = ""
-
-
-def check_distinct(con: duckdb.DuckDBPyConnection, table: str, checks: list[DistinctCheck],
-                   row_columns: str, order: str, rows_table: str | None = None,
-                   rows_by_claim: bool = False) -> pd.DataFrame:
-    """Run `checks` over `table`; return one row per (failing row, rule): `row_columns` (SQL over
-    the row `c` and the rule `f`: f.rule, f."column", f.reason), in rule order then `order`.
-    `rows_table`: the same rows with more columns, to name the failing ones from (default `table`);
-    with `rows_by_claim` only the rows of the claims whose rows fail in `table` are read from it
-    (a view that is costly to read whole, see `claims_clause`)."""
-    failed, frames = [], []
-    for i, check in enumerate(checks):
-        where = f"WHERE {check.where}" if check.where else ""
-        keys = ", ".join(f'{sql} AS "{name}"' for name, sql in check.keys.items())
-        frame_table = f"distinct_{check.name}_{uuid.uuid4().hex[:8]}"
-        con.execute(f"CREATE TEMP TABLE {frame_table} AS SELECT row_number() OVER () AS _key, * "
-                    f"FROM (SELECT DISTINCT {keys} FROM {table} {where})")
-        frames.append(frame_table)
-        frame = con.execute(f"SELECT * FROM {frame_table}").df()
-        found = run_expectations(check.name, frame, check.rules, ["_key"])
-        if found.empty:
-            continue
-        ranks = {(rule.rule, rule.column, rule.reason): n for n, rule in enumerate(check.rules)}
-        found["_rank"] = [i * 1000 + ranks[key] for key in zip(found["rule"], found["column"], found["reason"])]
-        found["_check"] = i
-        failed.append(found[["_check", "_key", "_rank", "rule", "column", "reason"]])
-    try:
-        if not failed:
-            return con.execute(f"SELECT {row_columns} FROM {rows_table or table} c, (SELECT NULL AS rule, NULL AS \"column\", "
-                               "NULL AS reason) f LIMIT 0").df()
-        con.register("failed_values", pd.concat(failed, ignore_index=True))
-        names = ", ".join(f"_order_{n}" for n, _ in enumerate(order.split(",")))
-        sorting = ", ".join(f"{sql} AS _order_{n}" for n, sql in enumerate(order.split(",")))
-        parts = []
-        for i, check in enumerate(checks):
-            if not any(int(found["_check"].iloc[0]) == i for found in failed):
-                continue
-            where = f"WHERE {check.where}" if check.where else ""
-            keys = ", ".join(f'{sql} AS "_k_{name}"' for name, sql in check.keys.items())
-            on = " AND ".join(f'v."{name}" IS NOT DISTINCT FROM c."_k_{name}"' for name in check.keys)
-            def keyed(source: str) -> str:
-                return f"(SELECT *, {keys} FROM {source} {where})"
-
-            rows = keyed(rows_table or table)
-            if rows_by_claim:
-                held = [r[0] for r in con.execute(f"""
-                    SELECT DISTINCT c.claim_id FROM {keyed(table)} c
-                    JOIN {frames[i]} v ON {on} JOIN failed_values f ON f._check = {i} AND f._key = v._key""").fetchall()]
-                rows = f"(SELECT * FROM {rows} c {claims_clause(held)})"
-            parts.append(f"""
-                SELECT {row_columns}, f._rank AS _rank, {sorting}
-                FROM {rows} c
-                JOIN {frames[i]} v ON {on}
-                JOIN failed_values f ON f._check = {i} AND f._key = v._key""")
-        rows = con.execute(f"SELECT * EXCLUDE (_rank, {names}) FROM ({' UNION ALL '.join(parts)}) "
-                           f"ORDER BY _rank, {names}").df()
-        con.unregister("failed_values")
-        return rows
-    finally:
-        for frame_table in frames:
-            con.execute(f"DROP TABLE IF EXISTS {frame_table}")
-
-
 def parse_dates_once(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], orders: dict,
                      name: str) -> None:
     """TEMP table `name` (_source_file, v, t): each distinct text `v` of the date `columns` of
@@ -212,17 +62,6 @@ def parse_dates_once(con: duckdb.DuckDBPyConnection, table: str, columns: list[s
     texts = " UNION ".join(f"SELECT DISTINCT _source_file, {c} AS v FROM {table} WHERE {c} IS NOT NULL" for c in columns)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT _source_file, v, {parse_date_sql('v', orders)} AS t "
                 f"FROM ({texts})")
-
-
-def present(column: str) -> str:
-    """Per-row verdict for a not-null rule: TRUE where `column` has a value, NULL where not."""
-    return f"({column} IS NOT NULL OR NULL)"
-
-
-def once(column: str) -> str:
-    """Per-row verdict for a unique rule: FALSE where the row's `column` value occurs more than
-    once; NULL where it has none (GX's unique expectation does not compare missing values)."""
-    return f"(CASE WHEN {column} IS NOT NULL THEN count(*) OVER (PARTITION BY {column}) = 1 END)"
 
 
 def date_check(column: str, dates: str, ok: str | None = None) -> DistinctCheck:
@@ -253,7 +92,7 @@ def _header_checks(entity: str, dates: str = accepted_formats()) -> list[Distinc
                          "more than one review for this claim in this load (conflicting or repeated)",
                          lambda: e.ExpectColumnValuesToBeInSet(column="claim_id_once", value_set=[True])))
     checks = [DistinctCheck("rows", {**{c: present(c) for c in required}, "has_principal_dx": "has_principal_dx",
-                                     "claim_id_once": once("claim_id")}, rows)]
+                                     "claim_id_once": once("claim_id", f"v_{entity}")}, rows)]
     status = DistinctCheck("discharge_status", {"discharge_status": "discharge_status",
                                                 "discharge_status_n": "discharge_status_n"}, [
         Rule("invalid_discharge_status", "discharge_status", "discharge_status is not a UB-04 patient status code",
@@ -592,26 +431,8 @@ def _validate_codes(con: duckdb.DuckDBPyConnection, entity: str, own_dates: dict
     return rows
 
 
-# Up to this many claims hold a failed code, the rows naming them are looked up by claim_id.
-FAILED_CODE_CLAIMS_LISTED = 10_000
-
-
 def _claims_holding_failed_codes(con: duckdb.DuckDBPyConnection, entity: str) -> str:
     """`claims_clause` for the claims that hold a failed (kind, code), from the code rows' table."""
     return claims_clause([r[0] for r in con.execute(f"""
         SELECT DISTINCT claim_id FROM {entity}_code_keys
         SEMI JOIN (SELECT DISTINCT kind, code FROM failed_codes) USING (kind, code)""").fetchall()])
-
-
-def claims_clause(claim_ids: list) -> str:
-    """A WHERE clause keeping the rows `c` of these claims (None: rows without a claim_id). The
-    views that name failing code rows (file, row, raw text) unpivot every claim of the file: on
-    real data, where a few codes or POAs in a million claims are invalid, reading them whole was
-    the load's longest statement (2.7 s at 1M); by claim_id only the claims at fault are read.
-    Past FAILED_CODE_CLAIMS_LISTED claims (a wrong file) no clause: the view is read whole."""
-    if len(claim_ids) > FAILED_CODE_CLAIMS_LISTED:
-        return ""
-    listed = [f"'{str(i).replace(chr(39), chr(39) * 2)}'" for i in claim_ids if i is not None]
-    keep = ([f"c.claim_id IN ({', '.join(listed)})"] if listed else []) + \
-        (["c.claim_id IS NULL"] if None in claim_ids else [])
-    return f"WHERE {' OR '.join(keep) or 'false'}"
