@@ -399,7 +399,8 @@ def test_betabinom_upper_tail_is_exact_where_one_minus_cdf_is_not():
 def test_facility_p_value_does_not_move_with_the_last_bit_of_tau2():
     # F002's mcc_share_177_179 on the 1M benchmark: 975 of 3148 at a pooled 21.3%. Two runs' tau2
     # differed in the last bit only (peers summed in another order) and 1 - cdf gave 1.5e-11 and 3.7e-12;
-    # the tail itself is about 2e-19, the same to 9 digits for both.
+    # the tail itself was 3.4e-18 there. Here, with var_p0 set to 1e-5, it is about 5e-21, the same to 9
+    # digits for both.
     p0, tau2 = 0.2134796562791179, 2.830162103364457e-05
     p = [float(flags.stats.overdispersed_p(975, 3148, p0, t, 1e-5, "both"))
          for t in (tau2, np.nextafter(tau2, 1.0))]
