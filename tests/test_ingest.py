@@ -314,3 +314,93 @@ def test_rows_with_invalid_codes_or_poa_are_named_whether_looked_up_by_claim_or_
     assert got == [(5, "dx2", "code_not_valid_for_discharge_date", "I50.2"),
                    (6, "claim_id", "required_value_missing", ""),
                    (6, "dx1", "invalid_code_format", "12345"), (8, "poa1", "invalid_poa", "Q")]
+
+
+def test_large_files_read_into_a_scratch_database_give_the_same_load_and_leave_no_file(con, tmp_path, monkeypatch):
+    """A file too large for DuckDB's memory is read into a scratch database on disk, compressed
+    (`read_raw`): forced here for every file, the load names the same rows as the TEMP-table
+    path (by hand, as in the test above: row 5 dx2, row 6 claim_id and dx1, row 8 poa1), the
+    universe reuses the claims file's table, the published tables are identical, and the scratch
+    file is gone after the load, as after a load that fails."""
+    import duckdb
+
+    import audits.ingest.readers.base as base
+
+    rows = good_claims() + [claim("X1", ["I50.23", "I50.2"]), claim("", ["12345"]), claim("X2", ["I50.23"]),
+                            claim("X3", [("I50.23", "Q")])]
+    claims = write_wide(tmp_path / "claims.csv", rows)
+    files = InputFiles(claims=[claims], reviews=[write_wide(tmp_path / "reviews.csv", good_reviews())],
+                       universe=[claims])
+    load(con, files, "2026-11", max_rejected_share=1.0)
+
+    monkeypatch.setattr(base, "FILE_TABLE_SHARE", 0.0)
+    scratch_dir = tmp_path / "spill"
+    other = duckdb.connect(":memory:")
+    other.execute(f"SET temp_directory = '{scratch_dir}'")
+    attached = []
+    real_scratch = base._scratch
+    monkeypatch.setattr(base, "_scratch", lambda c: attached.append(1) or real_scratch(c))
+    result = load(other, files, "2026-11", max_rejected_share=1.0)
+    assert attached  # the scratch path was taken
+    claims_rejected = result.rejections[result.rejections["entity"] == "claims"]
+    got = sorted(zip(claims_rejected["row"].astype(int), claims_rejected["column"],
+                     claims_rejected["rule"], claims_rejected["value"].fillna("")))
+    assert got == [(5, "dx2", "code_not_valid_for_discharge_date", "I50.2"),
+                   (6, "claim_id", "required_value_missing", ""),
+                   (6, "dx1", "invalid_code_format", "12345"), (8, "poa1", "invalid_poa", "Q")]
+    assert snapshot(other) == snapshot(con)
+    universe = "SELECT claim_id, source_row FROM universe ORDER BY source_row"
+    # Every row but row 6 (no claim_id): the universe has no codes to fail.
+    assert [r[1] for r in other.execute(universe).fetchall()] == [1, 2, 3, 4, 5, 7, 8]
+    assert other.execute(universe).fetchall() == con.execute(universe).fetchall()
+    assert list(scratch_dir.glob("coding_audit_read_*")) == []
+    assert "read_scratch" not in {r[0] for r in other.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
+
+    write_wide(claims, [claim("", ["I50.23"])] * 3)  # every row rejected: the load fails
+    with pytest.raises(TooManyRejectedError):
+        load(other, InputFiles(claims=[claims]), "2026-11")
+    assert list(scratch_dir.glob("coding_audit_read_*")) == []
+
+
+def test_scratch_database_left_by_a_killed_load_is_removed_but_not_one_in_use(tmp_path):
+    """A killed load leaves its scratch file: the next one deletes it (no process holds it),
+    but not a scratch file another process has attached."""
+    import subprocess
+    import sys
+
+    import duckdb
+
+    from audits.ingest.readers.base import _scratch, release_scratch
+
+    (tmp_path / "coding_audit_read_dead.duckdb").write_bytes(b"left by a killed load")
+    (tmp_path / "coding_audit_read_dead.duckdb.wal").write_bytes(b"")
+    held = tmp_path / "coding_audit_read_held.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import duckdb, sys; c = duckdb.connect(); "
+        f"c.execute(\"ATTACH '{held}' AS s\"); c.execute('CREATE TABLE s.t AS SELECT 1'); "
+        "print('ready', flush=True); sys.stdin.read()")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        con = duckdb.connect(":memory:")
+        con.execute(f"SET temp_directory = '{tmp_path}'")
+        _scratch(con)
+        names = sorted(p.name for p in tmp_path.glob("coding_audit_read_*"))
+        assert "coding_audit_read_dead.duckdb" not in names and "coding_audit_read_dead.duckdb.wal" not in names
+        assert "coding_audit_read_held.duckdb" in names and len([n for n in names if n.endswith(".duckdb")]) == 2
+        release_scratch(con)
+        assert sorted(p.name for p in tmp_path.glob("coding_audit_read_*.duckdb")) == ["coding_audit_read_held.duckdb"]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+@pytest.mark.parametrize("setting,expected", [("1536MB", 1.4 * 2**30), ("2GB", 1.8 * 2**30), ("512MiB", 512 * 2**20)])
+def test_memory_limit_is_read_from_duckdb_setting(setting, expected):
+    """DuckDB shows its limit rounded in binary units: 1536 MB reads '1.4 GiB', 2 GB '1.8 GiB'."""
+    import duckdb
+
+    from audits.ingest.readers.base import memory_limit_bytes
+
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET memory_limit = '{setting}'")
+    assert memory_limit_bytes(con) == pytest.approx(expected)

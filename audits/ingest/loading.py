@@ -22,6 +22,7 @@ from audits.revenue.coverage import check_reference_coverage
 from audits.errors import InputError
 from audits.revenue.grouping import msdrg_versions
 from audits.ingest.readers import InputFiles, StagedInputs, stage_inputs
+from audits.ingest.readers.base import release_scratch
 from audits.staging import STAGE, direct_publish, stage_rows
 from audits.ingest.universe import stage_universe
 from audits.ingest.expectations import preload_gx
@@ -88,11 +89,14 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
     preload_gx()
     if STAGE not in {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}:
         ensure_schema(con)
-    staged = stage_inputs(con, files)
-    step(1, 4)
-    with direct_publish(con):  # outside a run: a stage in memory, published if the load succeeds
-        result = _validate_and_stage(con, files, staged, audit_period, max_rejected_share, weights_dir,
-                                     date_format, step)
+    try:
+        staged = stage_inputs(con, files)
+        step(1, 4)
+        with direct_publish(con):  # outside a run: a stage in memory, published if the load succeeds
+            result = _validate_and_stage(con, files, staged, audit_period, max_rejected_share, weights_dir,
+                                         date_format, step)
+    finally:
+        release_scratch(con)  # large files' tables (audits.ingest.readers.base.read_raw), read or not
     step(4, 4)
     return result
 

@@ -12,7 +12,7 @@ import duckdb
 import pandas as pd
 
 from audits.errors import InputError
-from audits.ingest.readers.base import read_raw
+from audits.ingest.readers.base import read_raw, release_scratch
 
 ALIASES = {"provider_id": ("provider_id", "rndrng_prvdr_ccn"), "drg": ("drg", "drg_cd"),
            "discharges": ("discharges", "tot_dschrgs")}
@@ -20,6 +20,14 @@ ALIASES = {"provider_id": ("provider_id", "rndrng_prvdr_ccn"), "drg": ("drg", "d
 
 def read_peers(paths: list[Path]) -> pd.DataFrame:
     con = duckdb.connect(":memory:")
+    try:
+        return _read_peers(con, paths)
+    finally:
+        release_scratch(con)
+        con.close()
+
+
+def _read_peers(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> pd.DataFrame:
     frames = []
     for i, path in enumerate(paths):
         columns = read_raw(con, path, f"peers_{i}")
@@ -43,5 +51,4 @@ def read_peers(paths: list[Path]) -> pd.DataFrame:
                              f"{row['discharges_raw']!r})", file=path, row=int(row["_source_row"]),
                              column="discharges")
         frames.append(frame[["provider_id", "drg", "discharges"]])
-    con.close()
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["provider_id", "drg", "discharges"])

@@ -7,7 +7,8 @@ rule reads it instead of looking each claim up among every code row: 4 s at 9M c
 `stg_<entity>_codes` is a view that unpivots the file's table, not a copy: validation writes the
 code rows (about 8 per claim) once, normalised (each copy of them was seconds of a 1M-claim load
 and, past DuckDB's memory limit, most of its spilling). The file's tables (`wide_<entity>_<i>`)
-live until the next load of the entity on the connection.
+live until the next load of the entity on the connection (a large file's, in the scratch database
+of `audits.ingest.readers.base.read_raw`, until the end of its load).
 
 The code columns are read untrimmed. `stg_<entity>_code_keys` is a second view, of the code rows
 already normalised (`audits.codes`), which validation writes instead of normalising the rows of
