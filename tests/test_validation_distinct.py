@@ -65,3 +65,24 @@ def test_universe_rows_quarantined_by_file_row_and_rule(con, tmp_path):
     assert rejected.loc[rejected["rule"] == "invalid_date", "value"].tolist() == ["2026-02-30"]
     assert con.execute("SELECT claim_id, CAST(discharge_date AS VARCHAR) FROM ok_universe").fetchall() == [
         ("U3", "2026-01-08")]
+
+
+def test_checks_share_one_gx_context_and_leave_no_suite_behind():
+    """Every check of a process runs on one GX context and batch definition (a new data source per
+    check cost two thirds of its time), and its suite and validation definition are removed after
+    it: two checks with failing rows each find their own rows, with nothing left registered."""
+    import pandas as pd
+
+    from audits.ingest import expectations
+
+    e = _gx().expectations
+    frame = pd.DataFrame({"_key": [1, 2, 3], "v": ["a", None, "b"]})
+    not_null = [Rule("required_value_missing", "v", "v is blank", lambda: e.ExpectColumnValuesToNotBeNull(column="v"))]
+    in_set = [Rule("not_in_set", "v", "v is not a", lambda: e.ExpectColumnValuesToBeInSet(column="v", value_set=["a"]))]
+    first = expectations.run_expectations("first", frame, not_null, ["_key"])
+    second = expectations.run_expectations("second", frame, in_set, ["_key"])
+    assert list(zip(first["_key"], first["rule"])) == [(2, "required_value_missing")]
+    assert list(zip(second["_key"], second["rule"])) == [(3, "not_in_set")]  # GX skips the missing value
+    context, _ = expectations._context()
+    assert [d.name for d in context.data_sources.all().values()] == ["coding_audit_frames"]
+    assert context.suites.all() == [] and context.validation_definitions.all() == []
