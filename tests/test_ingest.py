@@ -404,3 +404,43 @@ def test_memory_limit_is_read_from_duckdb_setting(setting, expected):
     con = duckdb.connect(":memory:")
     con.execute(f"SET memory_limit = '{setting}'")
     assert memory_limit_bytes(con) == pytest.approx(expected)
+
+
+def test_parquet_through_the_scratch_database_equals_csv_and_its_size_is_estimated_from_metadata(con, tmp_path, monkeypatch):
+    """A Parquet file's table is estimated at 7 bytes a field from its metadata (4 rows of the
+    wide layout's columns here), and read through the scratch database it loads as the CSV does."""
+    import duckdb
+    import pandas as pd
+
+    import audits.ingest.readers.base as base
+
+    csv_path = write_wide(tmp_path / "claims.csv", good_claims())
+    frame = pd.read_csv(csv_path, dtype=str)
+    frame.to_parquet(tmp_path / "claims.parquet")
+    other = duckdb.connect(":memory:")
+    assert base._estimated_table_bytes(other, tmp_path / "claims.parquet", ".parquet", len(frame.columns)) == \
+        4 * len(frame.columns) * 7
+    load(con, InputFiles(claims=[csv_path]), "2026-11")
+    monkeypatch.setattr(base, "FILE_TABLE_SHARE", 0.0)
+    other.execute(f"SET temp_directory = '{tmp_path / 'spill'}'")
+    load(other, InputFiles(claims=[tmp_path / "claims.parquet"]), "2026-11")
+    assert snapshot(other) == snapshot(con)
+    assert list((tmp_path / "spill").glob("coding_audit_read_*")) == []
+
+
+def test_a_large_file_is_read_into_a_temp_table_when_no_scratch_database_can_be_made(con, tmp_path, monkeypatch):
+    """DuckDB's temp directory is a file, not a folder: no scratch database, and the load still
+    gives the same tables through a TEMP table."""
+    import duckdb
+
+    import audits.ingest.readers.base as base
+
+    claims = write_wide(tmp_path / "claims.csv", good_claims())
+    load(con, InputFiles(claims=[claims]), "2026-11")
+    monkeypatch.setattr(base, "FILE_TABLE_SHARE", 0.0)
+    (tmp_path / "not_a_folder").write_text("")
+    other = duckdb.connect(":memory:")
+    other.execute(f"SET temp_directory = '{tmp_path / 'not_a_folder'}'")
+    load(other, InputFiles(claims=[claims]), "2026-11")
+    assert snapshot(other) == snapshot(con)
+    assert base._scratch_path(other) is None

@@ -98,8 +98,9 @@ def read_raw(con: duckdb.DuckDBPyConnection, path: Path, table: str, delim: str 
         or ", ".join(value(orig, low) for orig, low in zip(header, lowered))
     drop_read(con, table)
     # One pass over the file: the table keeps the file's row order, so its rowid is the data row.
-    large = _estimated_table_bytes(con, path, suffix, len(header)) > memory_limit_bytes(con) * FILE_TABLE_SHARE
-    rows = f"{_scratch(con)}.main.{quote_ident(table + '__file')}" if large else f"{table}__file"
+    large = (_estimated_table_bytes(con, path, suffix, len(header)) > memory_limit_bytes(con) * FILE_TABLE_SHARE
+             and _scratch(con) is not None)
+    rows = f"{SCRATCH}.main.{quote_ident(table + '__file')}" if large else f"{table}__file"
     try:
         con.execute(f"CREATE {'' if large else 'TEMP '}TABLE {rows} AS SELECT {select} FROM {source}")
         if suffix in (".csv", ".txt"):
@@ -146,15 +147,20 @@ def memory_limit_bytes(con: duckdb.DuckDBPyConnection) -> float:
     return float(match.group(1)) * _UNITS[match.group(2).lower()] if match else float("inf")
 
 
-def _scratch(con: duckdb.DuckDBPyConnection) -> str:
+def _scratch(con: duckdb.DuckDBPyConnection) -> str | None:
     """The connection's scratch database for large files' tables, attached on first use: a file in
-    DuckDB's temp directory (where it spills), removed once its last table is dropped (`drop_read`)."""
+    DuckDB's temp directory (where it spills), removed once its last table is dropped (`drop_read`)
+    or the load ends (`release_scratch`). None if it cannot be made there (the file is then read
+    into a TEMP table, as a small one is: slower past the memory limit, the same rows)."""
     if not _scratch_path(con):
         directory = Path(con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0] or ".tmp")
-        directory.mkdir(parents=True, exist_ok=True)
-        _remove_stale_scratch(directory)
         path = (directory / f"{_SCRATCH_PREFIX}{uuid.uuid4().hex}.duckdb").resolve()
-        con.execute(f"ATTACH {_sql_str(str(path))} AS {SCRATCH}")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            _remove_stale_scratch(directory)
+            con.execute(f"ATTACH {_sql_str(str(path))} AS {SCRATCH}")
+        except (OSError, duckdb.Error):
+            return None
         _SCRATCH_IN_USE.add(str(path))
     return SCRATCH
 
