@@ -49,6 +49,11 @@ def _catalogs(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
 
 
+def stage_attached(con: duckdb.DuckDBPyConnection) -> bool:
+    """A stage is attached on `con`: a run's, or the in-memory one of `direct_publish`."""
+    return STAGE in _catalogs(con)
+
+
 def _tables(con: duckdb.DuckDBPyConnection, catalog: str) -> list[str]:
     return [r[0] for r in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' "
@@ -62,7 +67,7 @@ def replacements(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
 
 
 def attach_stage(con: duckdb.DuckDBPyConnection, path: str | Path) -> None:
-    if STAGE not in _catalogs(con):
+    if not stage_attached(con):
         con.execute(f"ATTACH '{str(path).replace(chr(39), chr(39) * 2)}' AS {STAGE}")
     con.execute(f"CREATE TABLE IF NOT EXISTS {STAGE}.main._replaces ({_REPLACES_DDL})")
 
@@ -152,7 +157,7 @@ def direct_publish(con: duckdb.DuckDBPyConnection) -> Iterator[bool]:
     """For callers outside a run (tests, benchmarks): stage in memory, publish on leaving.
     Inside a run (stage already attached) it does nothing: the run's publish step will.
     Yields True when it publishes itself."""
-    if STAGE in _catalogs(con):
+    if stage_attached(con):
         yield False
         return
     warehouse = con.execute("SELECT current_database()").fetchall()[0][0]

@@ -23,7 +23,7 @@ from audits.errors import InputError
 from audits.revenue.grouping import msdrg_versions
 from audits.ingest.readers import InputFiles, StagedInputs, stage_inputs
 from audits.ingest.readers.base import release_scratch
-from audits.staging import STAGE, direct_publish, stage_rows
+from audits.staging import STAGE, direct_publish, stage_attached, stage_rows
 from audits.ingest.universe import stage_universe
 from audits.ingest.expectations import preload_gx
 from audits.ingest.validation import STAGED_CODE_COLUMNS, codes_go_to_stage, validate_load
@@ -87,7 +87,7 @@ def load(con: duckdb.DuckDBPyConnection, files: InputFiles, audit_period: str,
     step = progress or (lambda done, total: None)
     step(0, 4)
     preload_gx()
-    if STAGE not in {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}:
+    if not stage_attached(con):
         ensure_schema(con)
     try:
         staged = stage_inputs(con, files)

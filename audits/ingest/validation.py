@@ -20,7 +20,7 @@ from audits.ingest.code_validity import code_validity
 from audits.ingest.dates import accepted_formats, parse_date_sql, slash_date_orders  # noqa: F401 - re-exported
 from audits.ingest.expectations import (DistinctCheck, Rule, _gx, check_distinct, claims_clause, once, present,
                                         run_expectations)
-from audits.staging import STAGE
+from audits.staging import STAGE, stage_attached
 from audits.warehouse import drop_relation, temp_relation_exists, unordered
 
 # Readers may stage their own findings (stg_<entity>_findings); validation quarantines them.
@@ -213,8 +213,7 @@ def codes_go_to_stage(con: duckdb.DuckDBPyConnection, entity: str) -> bool:
     STAGED_CODE_COLUMNS validation reads; publishing then deletes the rejected claims' rows and
     drops those columns. Written to a TEMP table and then copied, they cost 1.7 s more a million
     claims, and 25 s at 9M claims."""
-    return (entity == "claims" and temp_relation_exists(con, "stg_claims_code_keys") and STAGE in {
-        r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()})
+    return entity == "claims" and temp_relation_exists(con, "stg_claims_code_keys") and stage_attached(con)
 
 
 def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_claims: str | None,
