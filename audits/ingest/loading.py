@@ -26,7 +26,8 @@ from audits.ingest.readers.base import release_scratch
 from audits.staging import STAGE, direct_publish, stage_attached, stage_rows
 from audits.ingest.universe import stage_universe
 from audits.ingest.expectations import preload_gx
-from audits.ingest.validation import STAGED_CODE_COLUMNS, codes_go_to_stage, validate_load
+from audits.ingest.validation import (STAGED_CODE_COLUMNS, codes_go_to_stage, unpublished_code_rows_sql,
+                                      validate_load)
 from audits.warehouse import SCHEMA, ensure_schema, unordered
 
 
@@ -175,8 +176,7 @@ def _publish(con: duckdb.DuckDBPyConnection, result: LoadResult, files: InputFil
             audited = "SELECT claim_id, 'audited' AS side, kind, position, code, poa FROM ok_reviews_codes"
             if codes_go_to_stage(con, "claims"):  # validation wrote the claims' code rows there
                 codes = f"{STAGE}.main.claim_codes"
-                con.execute(f"DELETE FROM {codes} WHERE claim_id IS NULL OR claim_id IN "
-                            "(SELECT claim_id FROM claims_rejected_ids)")
+                con.execute(f"DELETE FROM {codes} WHERE {unpublished_code_rows_sql('claims')}")
                 for column in STAGED_CODE_COLUMNS:
                     con.execute(f"ALTER TABLE {codes} DROP COLUMN {column}")
                 stage_rows(con, "claim_codes", audited, replaces, append=True)

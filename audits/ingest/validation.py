@@ -216,6 +216,13 @@ def codes_go_to_stage(con: duckdb.DuckDBPyConnection, entity: str) -> bool:
     return entity == "claims" and temp_relation_exists(con, "stg_claims_code_keys") and stage_attached(con)
 
 
+def unpublished_code_rows_sql(entity: str) -> str:
+    """The code rows of a wide file that are not published: those without a claim_id and those of
+    a rejected claim (`<entity>_rejected_ids`, few). The accepted rows (`ok_<entity>_codes`) are
+    the rest; publishing deletes these from the stage's claim_codes (`codes_go_to_stage`)."""
+    return f"claim_id IS NULL OR claim_id IN (SELECT claim_id FROM {entity}_rejected_ids)"
+
+
 def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_claims: str | None,
                      orders: dict | None = None, layout: str | None = None) -> pd.DataFrame:
     orders = orders or {}
@@ -370,10 +377,10 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
             FROM v_reviews ANTI JOIN failed_now USING (claim_id) WHERE claim_id IS NOT NULL""")
     # A view: the accepted code rows are written once, where the load stages them for publishing.
     # A wide file's code rows come from its header rows, so theirs are the claims not rejected:
-    # an anti join with the few rejected, not a join with every accepted claim.
+    # checked against the few rejected, not joined with every accepted claim.
     con.execute(f"CREATE OR REPLACE TEMP TABLE {entity}_rejected_ids AS SELECT claim_id FROM failed_now")
-    accepted = (f"ANTI JOIN {entity}_rejected_ids USING (claim_id) WHERE claim_id IS NOT NULL AND"
-                if layout == "wide" else f"SEMI JOIN ok_{entity} USING (claim_id) WHERE")
+    accepted = (f"WHERE ({unpublished_code_rows_sql(entity)}) IS NOT TRUE AND" if layout == "wide"
+                else f"SEMI JOIN ok_{entity} USING (claim_id) WHERE")
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW ok_{entity}_codes AS
         SELECT {"" if unique_positions else "DISTINCT ON (claim_id, kind, position_t)"}
