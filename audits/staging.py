@@ -124,6 +124,12 @@ def stage_rows(con: duckdb.DuckDBPyConnection, table: str, select_sql: str, repl
         con.execute(f"INSERT INTO {STAGE}.main.{table} BY NAME {select_sql}", params or {})
     else:
         con.execute(f"CREATE OR REPLACE TABLE {STAGE}.main.{table} AS {select_sql}", params or {})
+    return staged_replaces(con, table, replaces)
+
+
+def staged_replaces(con: duckdb.DuckDBPyConnection, table: str, replaces: str) -> int:
+    """Record that the rows a step already wrote into the staged `table` replace the published
+    rows where `replaces` holds (published after the tables recorded before it); their count."""
     con.execute(f"DELETE FROM {STAGE}.main._replaces WHERE table_name = ?", [table])
     con.execute(f"INSERT INTO {STAGE}.main._replaces SELECT coalesce(max(seq), 0) + 1, ?, ? "
                 f"FROM {STAGE}.main._replaces", [table, replaces])

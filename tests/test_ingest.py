@@ -295,6 +295,20 @@ def test_claims_file_given_again_as_universe_is_read_once_with_the_same_rows(con
     assert con.execute(query).fetchall() == expected[:2]
 
 
+def test_accepted_claims_and_universe_are_written_once_into_the_stage(con, tmp_path):
+    """The accepted claims and universe rows go straight into the stage (`accept_rows`): no TEMP
+    copy of them is left, nor the typed claims (`v_claims`) once the reviews are checked; the
+    published rows are the four good claims, each with the load's period and id."""
+    claims = write_wide(tmp_path / "claims.csv", good_claims())
+    result = load(con, InputFiles(claims=[claims], reviews=[write_wide(tmp_path / "reviews.csv", good_reviews())],
+                                  universe=[claims]), "2026-11")
+    temp = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()}
+    assert not temp & {"ok_claims", "ok_universe", "v_claims"}
+    for table in ("claims", "universe"):
+        assert con.execute(f"SELECT claim_id, audit_period, load_id FROM {table} ORDER BY claim_id").fetchall() == [
+            (c, "2026-11", result.load_id) for c in ("A1", "A2", "A3", "A4")]
+
+
 @pytest.mark.parametrize("listed", [10_000, 0], ids=["by-claim-id", "whole-view"])
 def test_rows_with_invalid_codes_or_poa_are_named_whether_looked_up_by_claim_or_not(con, tmp_path, monkeypatch, listed):
     """The rows holding an invalid code are named from the claims that hold one (or, past

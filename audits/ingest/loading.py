@@ -23,7 +23,7 @@ from audits.errors import InputError
 from audits.revenue.grouping import msdrg_versions
 from audits.ingest.readers import InputFiles, StagedInputs, stage_inputs
 from audits.ingest.readers.base import release_scratch
-from audits.staging import STAGE, direct_publish, stage_attached, stage_rows
+from audits.staging import STAGE, direct_publish, stage_attached, stage_rows, staged_replaces
 from audits.ingest.universe import stage_universe
 from audits.ingest.expectations import preload_gx
 from audits.ingest.validation import (STAGED_CODE_COLUMNS, codes_go_to_stage, unpublished_code_rows_sql,
@@ -112,10 +112,13 @@ def _validate_and_stage(con: duckdb.DuckDBPyConnection, files: InputFiles, stage
     surviving = (f"(SELECT * FROM claims WHERE audit_period IS DISTINCT FROM '{period_sql}' "
                  "AND claim_id NOT IN (SELECT claim_id FROM ok_claims)) AS surviving_claims")
     warnings: list[dict] = []
+    load_id = f"{audit_period}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    # The accepted claims and universe rows go straight into the stage (`accept_rows`).
+    stage = {"p": audit_period, "l": load_id}
     rejections = staged.name_user_columns(validate_load(con, published_claims=surviving, date_format=date_format,
-                                                        warnings=warnings, layouts=staged.layouts))
+                                                        warnings=warnings, layouts=staged.layouts, stage=stage))
     step(2, 4)
-    universe_rejections = stage_universe(con, files.universe, date_format, warnings)
+    universe_rejections = stage_universe(con, files.universe, date_format, warnings, stage)
     step(3, 4)
     universe_in = _count(con, "SELECT count(*) FROM stg_universe")
     universe_ok = _count(con, "SELECT count(*) FROM ok_universe")
@@ -124,7 +127,6 @@ def _validate_and_stage(con: duckdb.DuckDBPyConnection, files: InputFiles, stage
     reviews_in = _count(con, "SELECT count(*) FROM stg_reviews")
     claims_ok = _count(con, "SELECT count(*) FROM ok_claims")
     reviews_ok = _count(con, "SELECT count(*) FROM ok_reviews")
-    load_id = f"{audit_period}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     result = LoadResult(load_id, audit_period, staged.layouts, claims_in, claims_ok, reviews_in, reviews_ok,
                         rejections, universe_in, universe_ok, formats=staged.formats,
                         skipped_records=staged.skipped_records, warnings=warnings)
@@ -183,11 +185,12 @@ def _publish(con: duckdb.DuckDBPyConnection, result: LoadResult, files: InputFil
             else:
                 stage_rows(con, "claim_codes", "SELECT claim_id, 'original' AS side, kind, position, code, poa "
                            f"FROM ok_claims_codes UNION ALL {audited}", replaces, SCHEMA["claim_codes"])
-            for table, source in (("claims", "ok_claims"), ("reviews", "ok_reviews"), ("universe", "ok_universe")):
-                stage_rows(con, table, f"SELECT *, $p AS audit_period, $l AS load_id FROM {source}",
-                           in_period if table == "universe" else
-                           f"{in_period} OR claim_id IN (SELECT claim_id FROM {STAGE}.main.{table})",
-                           SCHEMA[table], values)
+            # Claims and universe are in the stage already (validation wrote them: `accept_rows`).
+            staged_replaces(con, "claims", f"{in_period} OR claim_id IN (SELECT claim_id FROM {STAGE}.main.claims)")
+            stage_rows(con, "reviews", "SELECT *, $p AS audit_period, $l AS load_id FROM ok_reviews",
+                       f"{in_period} OR claim_id IN (SELECT claim_id FROM {STAGE}.main.reviews)",
+                       SCHEMA["reviews"], values)
+            staged_replaces(con, "universe", in_period)
             stage_rows(con, "rejected_rows", """SELECT load_id, audit_period, entity, source_file, "row", claim_id,
                 "column", rule, value, reason FROM new_rejections""", in_period, SCHEMA["rejected_rows"])
             stage_rows(con, "loads", """SELECT $l AS load_id, $p AS audit_period, now() AS loaded_at, $i AS inputs,

@@ -15,8 +15,8 @@ from audits.ingest.readers.base import drop_read, read_raw, reads_named, require
 from audits.ingest.readers.wide import file_tables
 from audits.ingest.dates import accepted_formats, slash_date_orders
 from audits.ingest.expectations import DistinctCheck, Rule, _gx, check_distinct, once, present
-from audits.ingest.validation import (date_check, discharge_status_sql, drg_sql, parse_date_sql, parse_dates_once,
-                                      whole_number_sql)
+from audits.ingest.validation import (accept_rows, date_check, discharge_status_sql, drg_sql, parse_date_sql,
+                                      parse_dates_once, whole_number_sql)
 from audits.warehouse import drop_relation, quote_ident
 
 UNIVERSE_COLUMNS = ("claim_id", "facility_id", "admit_date", "discharge_date", "discharge_status", "age", "sex",
@@ -34,10 +34,11 @@ def _read_as_claims(con: duckdb.DuckDBPyConnection, path: Path) -> str | None:
 
 
 def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_format: str | None = None,
-                   warnings: list | None = None) -> pd.DataFrame:
-    """Read the universe file(s) into TEMP table `ok_universe`; return the quarantined rows. Slash
-    dates: see `audits.ingest.dates`. `stg_universe` is a view of the files as read (not a copy of
-    millions of rows), kept with them until the next load."""
+                   warnings: list | None = None, stage: dict | None = None) -> pd.DataFrame:
+    """Read the universe file(s) into `ok_universe` (the stage's universe with `stage`, else a TEMP
+    table: `audits.ingest.validation.accept_rows`); return the quarantined rows. Slash dates: see
+    `audits.ingest.dates`. `stg_universe` is a view of the files as read (not a copy of millions of
+    rows), kept with them until the next load."""
     drop_relation(con, "stg_universe")
     for name in reads_named(con, "raw_universe_"):
         drop_read(con, name)
@@ -76,8 +77,7 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_forma
                                 "c._source_file, c._source_row")
     con.register("universe_rejected", rejections[["source_file", "row"]])
     parse_dates_once(con, "stg_universe", ["admit_date", "discharge_date"], orders, "universe_dates")
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE ok_universe AS
+    accept_rows(con, "universe", f"""
         SELECT s.claim_id, s.facility_id, a.t AS admit_date, d.t AS discharge_date,
                {discharge_status_sql('s.discharge_status')} AS discharge_status,
                {whole_number_sql('s.age')} AS age, upper(s.sex) AS sex, s.payer, s.coder_id, s.service_line,
@@ -86,6 +86,6 @@ def stage_universe(con: duckdb.DuckDBPyConnection, paths: list[Path], date_forma
         FROM stg_universe s
         LEFT JOIN universe_dates a ON a._source_file = s._source_file AND a.v = s.admit_date
         LEFT JOIN universe_dates d ON d._source_file = s._source_file AND d.v = s.discharge_date
-        ANTI JOIN universe_rejected r ON r.source_file = s._source_file AND r."row" = s._source_row""")
+        ANTI JOIN universe_rejected r ON r.source_file = s._source_file AND r."row" = s._source_row""", stage)
     con.unregister("universe_rejected")
     return rejections[columns]

@@ -21,7 +21,7 @@ from audits.ingest.dates import accepted_formats, parse_date_sql, slash_date_ord
 from audits.ingest.expectations import (DistinctCheck, Rule, _gx, check_distinct, claims_clause, once, present,
                                         run_expectations)
 from audits.staging import STAGE, stage_attached
-from audits.warehouse import drop_relation, temp_relation_exists, unordered
+from audits.warehouse import SCHEMA, drop_relation, temp_relation_exists, unordered
 
 # Readers may stage their own findings (stg_<entity>_findings); validation quarantines them.
 READER_FINDINGS = True
@@ -193,18 +193,40 @@ UNIQUE_POSITION_LAYOUTS = ("wide", "long")
 
 def validate_load(con: duckdb.DuckDBPyConnection, published_claims: str | None = "claims",
                   date_format: str | None = None, warnings: list | None = None,
-                  layouts: dict[str, str] | None = None) -> pd.DataFrame:
-    """Validate the staged load; create TEMP tables `ok_claims`, `ok_reviews`, `ok_codes` (typed,
-    normalised, accepted) and return the rejections (one row per failed rule and row). Slash dates
-    are read as each file proves or `date_format` says (`audits.ingest.dates`); what that resolved is
-    appended to `warnings`. `layouts` ({entity: layout} as staged) spares the wide and long
-    layouts the de-duplication of code positions other readers' rows may need."""
+                  layouts: dict[str, str] | None = None, stage: dict | None = None) -> pd.DataFrame:
+    """Validate the staged load; create `ok_claims`, `ok_reviews`, `ok_<entity>_codes` (typed,
+    normalised, accepted; `ok_claims` in the stage when `stage` is given, see `accept_rows`) and
+    return the rejections (one row per failed rule and row). Slash dates are read as each file
+    proves or `date_format` says (`audits.ingest.dates`); what that resolved is appended to
+    `warnings`. `layouts` ({entity: layout} as staged) spares the wide and long layouts the
+    de-duplication of code positions other readers' rows may need."""
     orders = {entity: slash_date_orders(con, f"stg_{entity}", columns, date_format, warnings)
               for entity, columns in (("claims", ["admit_date", "discharge_date"]), ("reviews", ["review_date"]))}
     layouts = layouts or {}
-    rejections = [_validate_entity(con, entity, published_claims, orders[entity], layouts.get(entity))
+    rejections = [_validate_entity(con, entity, published_claims, orders[entity], layouts.get(entity), stage)
                   for entity in ("claims", "reviews")]
+    # The claims' typed rows (as many as the claims, ~27 columns) were read last by the reviews'
+    # checks: dropped now, they do not take DuckDB's memory (or spill) for the rest of the load.
+    drop_relation(con, "v_claims")
     return pd.concat(rejections, ignore_index=True)[REJECTION_COLUMNS]
+
+
+def accept_rows(con: duckdb.DuckDBPyConnection, table: str, select_sql: str, stage: dict | None) -> None:
+    """`ok_<table>`: the load's accepted rows of warehouse `table`, as `select_sql` gives them (its
+    columns but the period and load id). With `stage` ({"p": audit period, "l": load id}) they are
+    written once, straight into the stage's `table` with the warehouse's types, and `ok_<table>` is
+    a view of them: a TEMP table copied into the stage at publishing was a second write of every
+    claim (0.5 s a million) and, past DuckDB's memory limit (1.5 GB at 9M claims), spilled to disk.
+    Without a stage (a universe read to draw a sample) `ok_<table>` is a TEMP table."""
+    drop_relation(con, f"ok_{table}")
+    if stage is None:
+        con.execute(f"CREATE TEMP TABLE ok_{table} AS {select_sql}")
+        return
+    con.execute(f"CREATE OR REPLACE TABLE {STAGE}.main.{table} ({SCHEMA[table]})")
+    with unordered(con):  # published tables are read by key, never by order
+        con.execute(f"INSERT INTO {STAGE}.main.{table} BY NAME "
+                    f"SELECT *, $p AS audit_period, $l AS load_id FROM ({select_sql})", stage)
+    con.execute(f"CREATE TEMP VIEW ok_{table} AS SELECT * EXCLUDE (audit_period, load_id) FROM {STAGE}.main.{table}")
 
 
 def codes_go_to_stage(con: duckdb.DuckDBPyConnection, entity: str) -> bool:
@@ -224,7 +246,8 @@ def unpublished_code_rows_sql(entity: str) -> str:
 
 
 def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_claims: str | None,
-                     orders: dict | None = None, layout: str | None = None) -> pd.DataFrame:
+                     orders: dict | None = None, layout: str | None = None,
+                     stage: dict | None = None) -> pd.DataFrame:
     orders = orders or {}
     unique_positions = layout in UNIQUE_POSITION_LAYOUTS
     codes_tbl = f"stg_{entity}_codes"
@@ -360,14 +383,13 @@ def _validate_entity(con: duckdb.DuckDBPyConnection, entity: str, published_clai
     failures = failures.rename(columns={"_source_file": "source_file", "_source_row": "row"})
     con.register("failed_now", failures[["claim_id"]].dropna().drop_duplicates())
     if entity == "claims":
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE ok_claims AS
+        accept_rows(con, "claims", f"""
             SELECT claim_id, facility_id, patient_id, admit_date_t AS admit_date,
                    discharge_date_t AS discharge_date, discharge_status_n AS discharge_status,
                    age_t AS age, sex_n AS sex, payer, coder_id, service_line, billed_drg_n AS billed_drg,
                    {drg_version_sql('discharge_date_t')} AS drg_version,
                    _source_file AS source_file, _source_row AS source_row, extra_columns
-            FROM v_claims ANTI JOIN failed_now USING (claim_id) WHERE claim_id IS NOT NULL""")
+            FROM v_claims ANTI JOIN failed_now USING (claim_id) WHERE claim_id IS NOT NULL""", stage)
     else:
         con.execute("""
             CREATE OR REPLACE TEMP TABLE ok_reviews AS
