@@ -115,8 +115,16 @@ def after_publish_sql(con, warehouse: str, table: str, staged: dict[str, str]) -
 def stage_rows(con: duckdb.DuckDBPyConnection, table: str, select_sql: str, replaces: str,
                columns_ddl: str | None = None, params: dict | None = None, append: bool = False) -> int:
     """Stage `select_sql`'s rows as the run's `table`, replacing the published rows where `replaces`
-    holds. With `columns_ddl` the staged table has exactly the warehouse's column types. `append`:
-    add them to the rows the step already wrote into the staged `table` (same columns)."""
+    holds (`write_staged`, then `staged_replaces`)."""
+    write_staged(con, table, select_sql, columns_ddl, params, append)
+    return staged_replaces(con, table, replaces)
+
+
+def write_staged(con: duckdb.DuckDBPyConnection, table: str, select_sql: str, columns_ddl: str | None = None,
+                 params: dict | None = None, append: bool = False) -> None:
+    """Write `select_sql`'s rows as the staged `table`. With `columns_ddl` the staged table has
+    exactly the warehouse's column types. `append`: add them to the rows the step already wrote
+    into the staged `table` (same columns)."""
     if append:
         con.execute(f"INSERT INTO {STAGE}.main.{table} BY NAME {select_sql}", params or {})
     elif columns_ddl:
@@ -124,7 +132,6 @@ def stage_rows(con: duckdb.DuckDBPyConnection, table: str, select_sql: str, repl
         con.execute(f"INSERT INTO {STAGE}.main.{table} BY NAME {select_sql}", params or {})
     else:
         con.execute(f"CREATE OR REPLACE TABLE {STAGE}.main.{table} AS {select_sql}", params or {})
-    return staged_replaces(con, table, replaces)
 
 
 def staged_replaces(con: duckdb.DuckDBPyConnection, table: str, replaces: str) -> int:

@@ -20,7 +20,7 @@ from audits.ingest.code_validity import code_validity
 from audits.ingest.dates import accepted_formats, parse_date_sql, slash_date_orders  # noqa: F401 - re-exported
 from audits.ingest.expectations import (DistinctCheck, Rule, _gx, check_distinct, claims_clause, once, present,
                                         run_expectations)
-from audits.staging import STAGE, stage_attached
+from audits.staging import STAGE, stage_attached, write_staged
 from audits.warehouse import SCHEMA, drop_relation, temp_relation_exists, unordered
 
 # Readers may stage their own findings (stg_<entity>_findings); validation quarantines them.
@@ -222,10 +222,9 @@ def accept_rows(con: duckdb.DuckDBPyConnection, table: str, select_sql: str, sta
     if stage is None:
         con.execute(f"CREATE TEMP TABLE ok_{table} AS {select_sql}")
         return
-    con.execute(f"CREATE OR REPLACE TABLE {STAGE}.main.{table} ({SCHEMA[table]})")
     with unordered(con):  # published tables are read by key, never by order
-        con.execute(f"INSERT INTO {STAGE}.main.{table} BY NAME "
-                    f"SELECT *, $p AS audit_period, $l AS load_id FROM ({select_sql})", stage)
+        write_staged(con, table, f"SELECT *, $p AS audit_period, $l AS load_id FROM ({select_sql})",
+                     SCHEMA[table], stage)
     con.execute(f"CREATE TEMP VIEW ok_{table} AS SELECT * EXCLUDE (audit_period, load_id) FROM {STAGE}.main.{table}")
 
 
